@@ -1,0 +1,94 @@
+"""`python -m app` runs the service; `python -m app --dev` restarts it when its code changes."""
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from app.config import ConfigError, load_settings
+from app.web import create_app
+
+SHUTDOWN_TIMEOUT_S = 3.0
+RELOAD_POLL_S = 1.0
+log = logging.getLogger("app")
+
+
+async def serve(settings) -> None:
+    runner = web.AppRunner(create_app(settings), shutdown_timeout=SHUTDOWN_TIMEOUT_S, handle_signals=False,
+                           access_log=None)  # fmt: skip
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    log.info("listening on http://%s:%d (data in %s)", settings.host, settings.port, settings.data_dir.resolve())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("stopping: no new requests, workers stopped, their tasks resume on next start")
+    # Stops the listener first, then runs cleanup: manager.shutdown() kills workers and requeues.
+    await runner.cleanup()
+    log.info("stopped")
+
+
+def _code_stamp() -> dict:
+    root = Path(__file__).parent
+    return {path: path.stat().st_mtime for path in root.rglob("*.py") if "tests" not in path.parts}
+
+
+def reload_loop() -> int:
+    """Run the service in a child process and restart it whenever a source file changes."""
+    command = [sys.executable, "-m", "app"]
+    while True:
+        stamp = _code_stamp()
+        child = subprocess.Popen(command)
+        try:
+            while child.poll() is None and _code_stamp() == stamp:
+                time.sleep(RELOAD_POLL_S)
+        except KeyboardInterrupt:
+            child.terminate()
+            return child.wait()
+        if child.poll() is None:
+            log.info("code changed: restarting")
+            child.terminate()
+            child.wait()
+        elif child.returncode == 2:  # configuration error: restarting will not help
+            return 2
+        else:
+            log.info("service exited with %s; restarting when the code changes", child.returncode)
+            while _code_stamp() == stamp:
+                time.sleep(RELOAD_POLL_S)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m app", description="video-download-api service")
+    parser.add_argument("--dev", action="store_true", help="restart automatically when the code changes")
+    args = parser.parse_args()
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        stream=sys.stderr, level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.dev:
+        return reload_loop()
+    os.makedirs(settings.data_dir, exist_ok=True)
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

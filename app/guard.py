@@ -1,0 +1,100 @@
+"""Address guard: which hosts the downloader may reach, checked on every socket it connects.
+
+The submitted URL is checked in the HTTP handler, but redirects, playlist fragments and URLs
+embedded in pages are only known inside yt-dlp. So the worker process patches socket connects:
+every TCP connection the downloader opens is resolved and checked here first.
+"""
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+_ALLOWED_SCHEMES = ("http", "https")
+# Connections refused in this process, newest last: a worker names them when its task fails.
+refused: list[str] = []
+
+
+class BlockedAddressError(OSError):
+    """A connection or URL that the guard refuses."""
+
+
+def blocked_reason(address: str, allow: Iterable) -> str | None:
+    """Why address may not be reached, or None when it may."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if any(ip in network for network in allow if network.version == ip.version):
+        return None
+    for flag in ("loopback", "private", "link_local", "multicast", "reserved", "unspecified"):
+        if getattr(ip, f"is_{flag}"):
+            return f"{flag.replace('_', '-')} address {ip} is not allowed"
+    if not ip.is_global:
+        return f"non-public address {ip} is not allowed"
+    return None
+
+
+def check_url_syntax(url: str) -> str:
+    """The URL's host name; raises BlockedAddressError for anything but http(s) with a host."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise BlockedAddressError(f"malformed URL: {exc}") from None
+    if parts.scheme.lower() not in _ALLOWED_SCHEMES:
+        raise BlockedAddressError(f"scheme {parts.scheme or '(none)'!r} is not allowed, only http and https")
+    if not parts.hostname:
+        raise BlockedAddressError("URL has no host")
+    return parts.hostname
+
+
+def check_resolved(host: str, addresses: Iterable[str], allow: Iterable) -> None:
+    """Raise BlockedAddressError if host resolved to no address or to any blocked one."""
+    allow = tuple(allow)
+    addresses = list(addresses)
+    if not addresses:
+        raise BlockedAddressError(f"host {host} does not resolve")
+    for address in addresses:
+        reason = blocked_reason(address, allow)
+        if reason:
+            raise BlockedAddressError(f"host {host}: {reason}")
+
+
+def install_socket_guard(allow: Iterable) -> None:
+    """Patch socket connects in this (worker) process so every TCP connection is checked.
+
+    Host names given to connect() are resolved here and the socket is connected to the checked
+    address itself, so a second DNS answer cannot swap in a different one.
+    """
+    allow = tuple(allow)
+    raw_connect = socket.socket.connect
+    raw_connect_ex = socket.socket.connect_ex
+
+    def checked_address(sock, address):
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return address
+        host, port, *rest = address
+        try:
+            ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            infos = socket.getaddrinfo(host, port, sock.family, socket.SOCK_STREAM)
+            try:
+                check_resolved(host, [info[4][0] for info in infos], allow)
+            except BlockedAddressError as exc:
+                refused.append(str(exc))
+                raise
+            return infos[0][4]
+        reason = blocked_reason(host, allow)
+        if reason:
+            refused.append(f"{reason} (port {port})")
+            raise BlockedAddressError(reason)
+        return (host, port, *rest)
+
+    def connect(sock, address):
+        return raw_connect(sock, checked_address(sock, address))
+
+    def connect_ex(sock, address):
+        return raw_connect_ex(sock, checked_address(sock, address))
+
+    socket.socket.connect = connect
+    socket.socket.connect_ex = connect_ex

@@ -1,0 +1,133 @@
+"""FFmpeg and ffprobe: probing results, extracting audio, and the types of the files served."""
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+
+AUDIO_FORMATS = ("mp3", "m4a", "opus", "flac", "wav")
+
+CONTENT_TYPES = {
+    ".mp4": "video/mp4",
+    ".m4v": "video/mp4",
+    ".mkv": "video/x-matroska",
+    ".webm": "video/webm",
+    ".mov": "video/quicktime",
+    ".ts": "video/mp2t",
+    ".mp3": "audio/mpeg",
+    ".m4a": "audio/mp4",
+    ".opus": "audio/ogg",
+    ".ogg": "audio/ogg",
+    ".flac": "audio/flac",
+    ".wav": "audio/wav",
+}
+
+# Encoder and how "best" is spelled per audio format; lossless formats ignore the bitrate.
+_ENCODERS = {
+    "mp3": ("libmp3lame", ["-q:a", "0"]),
+    "m4a": ("aac", ["-b:a", "256k"]),
+    "opus": ("libopus", ["-b:a", "192k"]),
+    "flac": ("flac", None),
+    "wav": ("pcm_s16le", None),
+}
+# Source codecs each container takes as they are when the bitrate is "best".
+_COPYABLE = {"mp3": "mp3", "m4a": "aac", "opus": "opus", "flac": "flac"}
+
+
+class MediaError(Exception):
+    """FFmpeg failed or a file is not valid media."""
+
+
+def content_type(path: str) -> str:
+    return CONTENT_TYPES.get(Path(path).suffix.lower(), "application/octet-stream")
+
+
+def probe(path: Path) -> dict:
+    """ffprobe's format and streams of a local file; raises MediaError if it is not media."""
+    result = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-protocol_whitelist",
+            "file",
+            "-show_format",
+            "-show_streams",
+            "-of",
+            "json",
+            "file:" + str(path),
+        ],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise MediaError(f"ffprobe rejected {path.name}: {result.stderr.strip()[-300:]}")
+    return json.loads(result.stdout)
+
+
+def verify(path: Path, kind: str) -> dict:
+    """Probe path and require a stream of its kind ('video' or 'audio') and a positive duration."""
+    if not path.is_file() or path.stat().st_size == 0:
+        raise MediaError(f"{kind} file {path.name} is missing or empty")
+    info = probe(path)
+    codec_types = {stream.get("codec_type") for stream in info.get("streams", [])}
+    if kind not in codec_types:
+        raise MediaError(f"{kind} file {path.name} has no {kind} stream")
+    duration = float(info.get("format", {}).get("duration") or 0)
+    if duration <= 0:
+        raise MediaError(f"{kind} file {path.name} has no duration")
+    return info
+
+
+def extract_audio(source: Path, target: Path, audio_format: str, bitrate: str) -> None:
+    """Write the audio of the local file source to target; raises MediaError."""
+    encoder, best_args = _ENCODERS[audio_format]
+    source_codecs = [
+        stream.get("codec_name") for stream in probe(source).get("streams", []) if stream.get("codec_type") == "audio"
+    ]
+    if not source_codecs:
+        raise MediaError(f"{source.name} has no audio stream to extract")
+    if bitrate == "best" and _COPYABLE.get(audio_format) == source_codecs[0]:
+        codec_args = ["-c:a", "copy"]
+    elif best_args is None:
+        codec_args = ["-c:a", encoder]
+    elif bitrate == "best":
+        codec_args = ["-c:a", encoder, *best_args]
+    else:
+        codec_args = ["-c:a", encoder, "-b:a", f"{bitrate}k"]
+    partial = target.with_name(target.name + ".part")
+    # Inputs are local files only: the protocol whitelist keeps FFmpeg off the network.
+    command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-protocol_whitelist", "file",
+               "-i", "file:" + str(source), "-vn", "-sn", "-dn", "-map", "0:a:0", *codec_args,
+               "-f", _MUXERS[audio_format], "file:" + str(partial)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise MediaError(f"ffmpeg audio extraction failed: {result.stderr.strip()[-300:]}")
+    partial.replace(target)
+
+
+_MUXERS = {"mp3": "mp3", "m4a": "ipod", "opus": "opus", "flac": "flac", "wav": "wav"}
+
+
+async def ffmpeg_version() -> str:
+    """First line of `ffmpeg -version`; raises MediaError if FFmpeg is missing or broken."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            "ffmpeg", "-version", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+    except OSError as exc:
+        raise MediaError(f"ffmpeg not runnable: {exc.strerror or exc}") from None
+    try:
+        stdout, _ = await asyncio.wait_for(process.communicate(), 10)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise MediaError("ffmpeg -version timed out") from None
+    if process.returncode != 0:
+        raise MediaError(f"ffmpeg -version exited with {process.returncode}")
+    first_line = stdout.decode(errors="replace").splitlines()[0] if stdout else ""
+    parts = first_line.split()
+    return parts[2] if len(parts) > 2 else first_line

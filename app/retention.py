@@ -1,0 +1,119 @@
+"""Keeps the media folder bounded: by age, then by size cap and free-disk floor, oldest first.
+
+It works only below the media folder (the database lives elsewhere) and records every removal
+in the task store, so no task points at a file that is gone without saying so.
+"""
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+
+from app.config import Settings
+from app.store import ACTIVE, TaskStore
+
+INTERVAL_S = 600
+MB = 1024 * 1024
+log = logging.getLogger("app.retention")
+
+
+class Retention:
+    def __init__(self, settings: Settings, store: TaskStore):
+        self.settings = settings
+        self.store = store
+        self._lock = asyncio.Lock()
+
+    def _free_bytes(self) -> int:
+        return shutil.disk_usage(self.settings.media_dir).free
+
+    async def run(self) -> dict:
+        """One pass; returns what was deleted and how many bytes that freed."""
+        async with self._lock:
+            deleted = []
+            await self._remove_expired_and_excess(deleted)
+            await self._remove_leftovers(deleted)
+        freed = sum(item["bytes"] for item in deleted)
+        if deleted:
+            log.info("retention deleted %d files, %d bytes", len(deleted), freed)
+        return {"deleted": deleted, "files_deleted": len(deleted), "bytes_freed": freed}
+
+    async def run_periodically(self) -> None:
+        while True:
+            try:
+                await self.run()
+            except Exception:
+                log.exception("retention pass failed")
+            await asyncio.sleep(INTERVAL_S)
+
+    async def _remove_expired_and_excess(self, deleted: list) -> None:
+        cutoff = time.time() - self.settings.retention_hours * 3600
+        live = await self.store.live_files()
+        expired = [f for f in live if f["created_at"] <= cutoff]
+        kept = [f for f in live if f["created_at"] > cutoff]
+        await self._remove(expired, f"older than {self.settings.retention_hours:g} hours", deleted)
+        used = sum(f["size"] for f in kept)
+        cap = self.settings.max_storage_mb * MB
+        floor = self.settings.min_free_mb * MB
+        while kept:
+            if used > cap:
+                reason = f"storage over {self.settings.max_storage_mb} MB"
+            elif await asyncio.to_thread(self._free_bytes) < floor:
+                reason = f"free disk under {self.settings.min_free_mb} MB"
+            else:
+                break
+            oldest = kept.pop(0)
+            used -= oldest["size"]
+            await self._remove([oldest], reason, deleted)
+
+    async def _remove(self, files: list[dict], reason: str, deleted: list) -> None:
+        if not files:
+            return
+        media_dir = self.settings.media_dir
+        for file in files:
+            await asyncio.to_thread(_unlink, media_dir / file["path"])
+            deleted.append({"file_id": file["id"], "task_id": file["task_id"], "kind": file["kind"],
+                            "bytes": file["size"], "reason": reason})  # fmt: skip
+        await self.store.mark_files_removed([f["id"] for f in files], reason)
+        for task_id in {f["task_id"] for f in files}:
+            await self.store.update(task_id, {"message": f"files removed by retention: {reason}"}, ("completed",))
+
+    async def _remove_leftovers(self, deleted: list) -> None:
+        """Partial files of tasks that are no longer active, and anything of unknown tasks."""
+        media_dir = self.settings.media_dir
+        live_paths = {f["path"] for f in await self.store.live_files()}
+        for entry in await asyncio.to_thread(_list_dir, media_dir):
+            is_dir = entry.is_dir(follow_symlinks=False)
+            task = await self.store.get(entry.name) if is_dir else None
+            if task is not None and task["status"] in ACTIVE:
+                continue
+            keep = {path for path in live_paths if path.startswith(entry.name + "/")} if task else set()
+            for path in await asyncio.to_thread(_walk_files, entry.path) if is_dir else [entry.path]:
+                if os.path.relpath(path, media_dir) in keep:
+                    continue
+                size = await asyncio.to_thread(_unlink, path)
+                deleted.append({"file_id": None, "task_id": task and task["id"], "kind": "leftover",
+                                "bytes": size, "reason": "leftover of a task that is not active"})  # fmt: skip
+            if is_dir and not keep:
+                await asyncio.to_thread(shutil.rmtree, entry.path, True)
+
+
+def _list_dir(path) -> list[os.DirEntry]:
+    try:
+        return list(os.scandir(path))
+    except FileNotFoundError:
+        return []
+
+
+def _walk_files(top: str) -> list[str]:
+    return [os.path.join(root, name) for root, _, names in os.walk(top) for name in names]
+
+
+def _unlink(path) -> int:
+    """Remove a file; returns the bytes it held (0 if it was already gone)."""
+    try:
+        size = os.lstat(path).st_size
+        os.unlink(path)
+    except FileNotFoundError:
+        return 0
+    return size

@@ -1,0 +1,126 @@
+"""A local media server for tests and benchmarks: ffmpeg-generated files on 127.0.0.1 only."""
+
+import asyncio
+import subprocess
+import threading
+from pathlib import Path
+
+from aiohttp import web
+
+# Every address a test may be sent to is loopback; 127.0.0.2 is the "blocked" target and nothing
+# listens there, so even a broken guard could not fetch anything from it.
+BLOCKED_HOST = "127.0.0.2"
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def generate_media(folder: Path, seconds: int = 4) -> Path:
+    """Write the test media into folder (once; reused when already there)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done = folder / ".complete"
+    if done.exists():
+        return folder
+    video = ["-f", "lavfi", "-i", f"testsrc=size=320x240:rate=25:duration={seconds}"]
+    audio = ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds}"]
+    _ffmpeg(*video, *audio, "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac",
+            "-b:a", "128k", "-movflags", "+faststart", "-shortest", str(folder / "sample.mp4"))  # fmt: skip
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=15:duration=3", "-f", "lavfi", "-i",
+            "sine=frequency=660:sample_rate=48000:duration=3", "-c:v", "libvpx-vp9", "-deadline", "realtime",
+            "-cpu-used", "8", "-b:v", "200k", "-c:a", "libopus", "-b:a", "64k", "-shortest",
+            str(folder / "sample.webm"))  # fmt: skip
+    # Noise does not compress: a bigger file for throttled downloads (progress, cancel, resume).
+    _ffmpeg("-f", "lavfi", "-i", "nullsrc=size=320x240:rate=25:duration=6,geq=random(1)*255:128:128", *audio,
+            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-b:v", "2M", "-c:a", "aac",
+            "-shortest", "-movflags", "+faststart", str(folder / "noise.mp4"))  # fmt: skip
+    hls = folder / "hls"
+    hls.mkdir(exist_ok=True)
+    _ffmpeg("-i", str(folder / "sample.mp4"), "-c", "copy", "-f", "hls", "-hls_time", "1", "-hls_playlist_type",
+            "vod", "-hls_segment_filename", str(hls / "seg%03d.ts"), str(hls / "index.m3u8"))  # fmt: skip
+    (folder / "page.html").write_text(
+        "<!DOCTYPE html><html><head><title>Embedded Test Video</title></head><body>"
+        '<h1>Embedded</h1><video controls src="/media/sample.mp4" type="video/mp4"></video></body></html>'
+    )
+    done.touch()
+    return folder
+
+
+class MediaServer:
+    """Serves a media folder on 127.0.0.1 from a background thread.
+
+    /media/<name>                 static files (Range supported)
+    /slow/<name>?rate=<bytes/s>   the same, throttled, with Range (resume) support
+    /redirect-blocked             302 to the same file on 127.0.0.2 (a blocked address)
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        self.port = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> "MediaServer":
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _start(self) -> None:
+        application = web.Application(middlewares=[self._record])
+        application.router.add_get("/redirect-blocked", self._redirect_blocked)
+        application.router.add_get("/slow/{name:.+}", self._slow)
+        application.router.add_static("/media", self.folder)
+        self._runner = web.AppRunner(application, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    @web.middleware
+    async def _record(self, request, handler):
+        self.requests.append((request.path, request.headers.get("Range")))
+        return await handler(request)
+
+    async def _redirect_blocked(self, request):
+        raise web.HTTPFound(f"http://{BLOCKED_HOST}:{self.port}/media/sample.mp4")
+
+    async def _slow(self, request):
+        path = (self.folder / request.match_info["name"]).resolve()
+        if not path.is_relative_to(self.folder.resolve()) or not path.is_file():
+            raise web.HTTPNotFound()
+        rate = int(request.query.get("rate", "200000"))
+        size = path.stat().st_size
+        start = 0
+        range_header = request.headers.get("Range", "")
+        if range_header.startswith("bytes="):
+            start = int(range_header[6:].split("-", 1)[0] or 0)
+        if start >= size:
+            raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+        response = web.StreamResponse(status=206 if start else 200)
+        response.content_type = "video/mp4"
+        response.content_length = size - start
+        response.headers["Accept-Ranges"] = "bytes"
+        if start:
+            response.headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
+        chunk = max(1024, rate // 20)
+        with path.open("rb") as file:
+            file.seek(start)
+            try:
+                while data := file.read(chunk):
+                    await response.write(data)
+                    await asyncio.sleep(len(data) / rate)
+            except ConnectionResetError:  # the client stopped reading (probe, cancel, restart)
+                pass
+        return response

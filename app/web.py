@@ -1,0 +1,373 @@
+"""HTTP API: routes, request validation, JSON errors. Keeps the old service's paths and fields."""
+
+import asyncio
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import socket
+import tempfile
+import urllib.parse
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+import app
+from app import guard, media
+from app.config import Settings
+from app.manager import Manager
+from app.retention import Retention
+from app.store import STATUSES, QueueFullError, SQLiteTaskStore, TaskStore
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_URL_LENGTH = 4096
+QUEUE_FULL_RETRY_AFTER_S = 30
+VIDEO_QUALITIES = ("360", "480", "720", "1080", "best")
+OPTION_DEFAULTS = {
+    "extract_audio": True,
+    "keep_video": True,
+    "video_quality": "best",
+    "audio_format": "mp3",
+    "audio_bitrate": "192",
+}
+_ID = re.compile(r"^[0-9a-f]{32}$")
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", TaskStore)
+MANAGER = web.AppKey("manager", Manager)
+RETENTION = web.AppKey("retention", Retention)
+log = logging.getLogger("app.web")
+routes = web.RouteTableDef()
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def _error_response(status: int, code: str, message: str, headers=None) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _error_response(exc.status, exc.code, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = re.sub(r"\W+", "_", exc.reason.lower()).strip("_")
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        return _error_response(exc.status, code, exc.reason, headers)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error_response(500, "internal_error", "internal server error")
+
+
+def _iso(timestamp: float | None) -> str | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+def task_view(task: dict) -> dict:
+    def download_url(file_id):
+        return None if file_id is None else f"/api/download/{file_id}"
+
+    return {
+        "task_id": task["id"],
+        "status": task["status"],
+        "progress": round(task["progress"], 1),
+        "downloaded_bytes": task["downloaded_bytes"],
+        "total_bytes": task["total_bytes"],
+        "speed": task["speed"],
+        "eta": task["eta"],
+        "message": task["message"],
+        "url": task["url"],
+        "options": task["options"],
+        "attempts": task["attempts"],
+        "created_at": _iso(task["created_at"]),
+        "updated_at": _iso(task["updated_at"]),
+        "started_at": _iso(task["started_at"]),
+        "completed_at": _iso(task["finished_at"]),
+        "video_info": task["video_info"],
+        "files": {"video": download_url(task["video_file_id"]), "audio": download_url(task["audio_file_id"])},
+        "error": task["error"],
+    }
+
+
+def _validate_options(body: dict) -> dict:
+    unknown = sorted(set(body) - set(OPTION_DEFAULTS) - {"url"})
+    if unknown:
+        raise ApiError(422, "unknown_option", f"unknown option(s): {', '.join(unknown)}")
+    options = {**OPTION_DEFAULTS, **{k: v for k, v in body.items() if k != "url"}}
+    for flag in ("extract_audio", "keep_video"):
+        if not isinstance(options[flag], bool):
+            raise ApiError(422, "invalid_option", f"{flag} must be true or false")
+    if not options["extract_audio"] and not options["keep_video"]:
+        raise ApiError(422, "invalid_option", "extract_audio and keep_video are both false: nothing to produce")
+    quality = options["video_quality"]
+    quality = str(quality).lower() if isinstance(quality, int | str) and not isinstance(quality, bool) else None
+    if quality not in VIDEO_QUALITIES:
+        raise ApiError(422, "invalid_option", f"video_quality must be one of {', '.join(VIDEO_QUALITIES)}")
+    options["video_quality"] = quality
+    if options["audio_format"] not in media.AUDIO_FORMATS:
+        raise ApiError(422, "invalid_option", f"audio_format must be one of {', '.join(media.AUDIO_FORMATS)}")
+    bitrate = options["audio_bitrate"]
+    if isinstance(bitrate, str):
+        bitrate = bitrate.strip().lower().removesuffix("k")
+    if bitrate != "best":
+        if isinstance(bitrate, bool) or not (
+            isinstance(bitrate, int) or (isinstance(bitrate, str) and bitrate.isdigit())
+        ):
+            raise ApiError(422, "invalid_option", "audio_bitrate must be a number of kbps (32-512) or 'best'")
+        if not 32 <= int(bitrate) <= 512:
+            raise ApiError(422, "invalid_option", "audio_bitrate must be between 32 and 512 kbps")
+        bitrate = str(int(bitrate))
+    options["audio_bitrate"] = bitrate
+    return options
+
+
+async def _check_url(url, settings: Settings) -> str:
+    if not isinstance(url, str) or not url.strip():
+        raise ApiError(422, "invalid_url", "url must be a non-empty string")
+    url = url.strip()
+    if len(url) > MAX_URL_LENGTH:
+        raise ApiError(422, "invalid_url", f"url is longer than {MAX_URL_LENGTH} characters")
+    try:
+        host = guard.check_url_syntax(url)
+    except guard.BlockedAddressError as exc:
+        raise ApiError(422, "invalid_url", str(exc)) from None
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ApiError(422, "unresolvable_host", f"host {host} does not resolve: {exc}") from None
+    try:
+        guard.check_resolved(host, [info[4][0] for info in infos], settings.allow_networks)
+    except guard.BlockedAddressError as exc:
+        raise ApiError(422, "blocked_address", str(exc)) from None
+    return url
+
+
+def _task_id(request: web.Request) -> str:
+    task_id = request.match_info["task_id"]
+    if not _ID.match(task_id):
+        raise ApiError(404, "task_not_found", f"no task {task_id!r}")
+    return task_id
+
+
+async def _get_task(request: web.Request) -> dict:
+    task_id = _task_id(request)
+    task = await request.app[STORE].get(task_id)
+    if task is None:
+        raise ApiError(404, "task_not_found", f"no task {task_id!r}")
+    return task
+
+
+def _int_param(request: web.Request, name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not minimum <= int(raw) <= maximum:
+        raise ApiError(422, "invalid_parameter", f"{name} must be an integer from {minimum} to {maximum}")
+    return int(raw)
+
+
+@routes.get("/")
+async def index(request: web.Request) -> web.Response:
+    endpoints = {
+        "GET /api/health": "service health and versions",
+        "POST /api/process": "queue a download: {url, extract_audio, keep_video, video_quality, audio_format,"
+        " audio_bitrate}",
+        "GET /api/status/{task_id}": "task status and progress",
+        "GET /api/download/{file_id}": "a produced file (supports Range)",
+        "DELETE /api/tasks/{task_id}": "cancel a task and delete its files",
+        "GET /api/tasks": "counts and a page of tasks (limit, offset, status)",
+        "GET /api/storage/info": "disk use of the media folder",
+        "POST /api/storage/cleanup": "run retention now",
+    }
+    return web.json_response({"service": "video-download-api", "version": app.__version__, "endpoints": endpoints})
+
+
+@routes.post("/api/process")
+async def process(request: web.Request) -> web.Response:
+    try:
+        body = await request.json(loads=_strict_json)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "request body must be a JSON object")
+    if "url" not in body:
+        raise ApiError(422, "invalid_url", "url is required")
+    options = _validate_options(body)
+    url = await _check_url(body["url"], request.app[SETTINGS])
+    try:
+        task, created = await request.app[MANAGER].submit(url, options)
+    except QueueFullError:
+        raise ApiError(429, "queue_full", "too many tasks waiting; try again later",
+                       {"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)}) from None  # fmt: skip
+    status_url = f"/api/status/{task['id']}"
+    message = "task queued" if created else f"the same download is already {task['status']}; returning that task"
+    return web.json_response(
+        {"task_id": task["id"], "status": task["status"], "status_url": status_url, "message": message},
+        status=202,
+        headers={"Location": status_url},
+    )
+
+
+def _strict_json(text: str):
+    def reject_constant(name):
+        raise ValueError(f"{name} is not valid JSON")
+
+    return json.loads(text, parse_constant=reject_constant)
+
+
+@routes.get("/api/status/{task_id}")
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(task_view(await _get_task(request)))
+
+
+@routes.delete("/api/tasks/{task_id}")
+async def delete_task(request: web.Request) -> web.Response:
+    task = await request.app[MANAGER].cancel(await _get_task(request))
+    return web.json_response({**task_view(task), "message": f"task {task['status']}; its files are deleted"})
+
+
+@routes.get("/api/tasks")
+async def list_tasks(request: web.Request) -> web.Response:
+    limit = _int_param(request, "limit", 50, 1, 500)
+    offset = _int_param(request, "offset", 0, 0, 10_000_000)
+    status_filter = request.query.get("status") or None
+    if status_filter is not None and status_filter not in STATUSES:
+        raise ApiError(422, "invalid_parameter", f"status must be one of {', '.join(STATUSES)}")
+    store = request.app[STORE]
+    counts = await store.counts()
+    tasks = await store.page(status_filter, limit, offset)
+    total = counts.get(status_filter, 0) if status_filter else sum(counts.values())
+    return web.json_response(
+        {"counts": counts, "total": total, "limit": limit, "offset": offset, "tasks": [task_view(t) for t in tasks]}
+    )
+
+
+def _content_disposition(name: str) -> str:
+    fallback = name.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_").replace("\\", "_")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"
+
+
+@routes.get("/api/download/{file_id}")
+async def download(request: web.Request) -> web.StreamResponse:
+    file_id = request.match_info["file_id"]
+    file = await request.app[STORE].get_file(file_id) if _ID.match(file_id) else None
+    if file is None:
+        raise ApiError(404, "file_not_found", f"no file {file_id!r}")
+    if file["removed_at"] is not None:
+        raise ApiError(410, "file_gone", f"file was removed: {file['removed_reason']}")
+    media_dir = request.app[SETTINGS].media_dir.resolve()
+    # The path comes from the task store only; still refuse anything that resolves outside media_dir.
+    path = (media_dir / file["path"]).resolve()
+    if not path.is_relative_to(media_dir) or not path.is_file():
+        raise ApiError(410, "file_gone", "file is no longer on disk")
+    headers = {
+        "Content-Type": media.content_type(file["path"]),
+        "Content-Disposition": _content_disposition(file["name"]),
+    }
+    return web.FileResponse(path, headers=headers)
+
+
+@routes.get("/api/health")
+async def health(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    checks = {}
+    versions = {"app": app.__version__, "yt_dlp": importlib.metadata.version("yt-dlp"),
+                "aiohttp": importlib.metadata.version("aiohttp"), "python": platform.python_version()}  # fmt: skip
+    try:
+        await request.app[STORE].ping()
+        checks["database"] = {"ok": True}
+    except Exception as exc:
+        checks["database"] = {"ok": False, "detail": f"database does not answer: {exc}"}
+    try:
+        await asyncio.to_thread(_probe_writable, settings.media_dir)
+        checks["media_writable"] = {"ok": True}
+    except OSError as exc:
+        checks["media_writable"] = {"ok": False, "detail": f"cannot write to media folder: {exc}"}
+    try:
+        versions["ffmpeg"] = await media.ffmpeg_version()
+        checks["ffmpeg"] = {"ok": True}
+    except media.MediaError as exc:
+        versions["ffmpeg"] = None
+        checks["ffmpeg"] = {"ok": False, "detail": str(exc)}
+    try:
+        free = shutil.disk_usage(settings.media_dir).free
+        ok = free >= settings.min_free_mb * 1024 * 1024
+        checks["disk_free"] = {"ok": ok, "free_mb": free // (1024 * 1024), "min_free_mb": settings.min_free_mb}
+        if not ok:
+            checks["disk_free"]["detail"] = "free disk below VIDEO_API_MIN_FREE_MB"
+    except OSError as exc:
+        checks["disk_free"] = {"ok": False, "detail": str(exc)}
+    healthy = all(check["ok"] for check in checks.values())
+    body = {
+        "status": "healthy" if healthy else "unhealthy",
+        "checks": checks,
+        "failing": [name for name, check in checks.items() if not check["ok"]],
+        "versions": versions,
+        "workers": {"running": request.app[MANAGER].running_count, "max": settings.max_concurrent},
+    }
+    return web.json_response(body, status=200 if healthy else 503)
+
+
+def _probe_writable(folder) -> None:
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".health-"):
+        pass
+
+
+@routes.get("/api/storage/info")
+async def storage_info(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    count, used = await request.app[STORE].live_bytes()
+    disk = await asyncio.to_thread(shutil.disk_usage, settings.media_dir)
+    return web.json_response(
+        {
+            "files": count,
+            "used_bytes": used,
+            "max_storage_bytes": settings.max_storage_mb * 1024 * 1024,
+            "disk_free_bytes": disk.free,
+            "disk_total_bytes": disk.total,
+            "min_free_bytes": settings.min_free_mb * 1024 * 1024,
+            "retention_hours": settings.retention_hours,
+        }
+    )
+
+
+@routes.post("/api/storage/cleanup")
+async def storage_cleanup(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[RETENTION].run())
+
+
+async def _services(application: web.Application):
+    settings = application[SETTINGS]
+    os.makedirs(settings.media_dir, exist_ok=True)
+    store = SQLiteTaskStore(settings.db_path)
+    manager = Manager(settings, store)
+    application[STORE] = store
+    application[MANAGER] = manager
+    application[RETENTION] = Retention(settings, store)
+    await manager.start()
+    retention_task = asyncio.create_task(application[RETENTION].run_periodically())
+    yield
+    retention_task.cancel()
+    await manager.shutdown()
+    await store.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    application = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
+    application[SETTINGS] = settings
+    application.add_routes(routes)
+    application.cleanup_ctx.append(_services)
+    return application

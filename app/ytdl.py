@@ -1,0 +1,237 @@
+"""The download itself, run inside a worker process: yt-dlp's Python API, then FFmpeg.
+
+The fork server preloads this module, so each worker starts with yt-dlp already imported.
+Never import it in the service's main process.
+"""
+
+import logging
+import re
+import time
+from pathlib import Path
+
+import yt_dlp
+import yt_dlp.downloader.external
+import yt_dlp.downloader.hls
+import yt_dlp.downloader.http
+import yt_dlp.extractor
+import yt_dlp.extractor.generic
+import yt_dlp.postprocessor
+import yt_dlp.postprocessor.ffmpeg
+from yt_dlp.utils import DownloadError
+
+from app import media
+
+PROGRESS_INTERVAL_S = 0.25
+log = logging.getLogger("app.worker")
+
+
+class TaskError(Exception):
+    """The task failed for a reason worth showing to the client as it is."""
+
+
+class FileTooLargeError(TaskError):
+    pass
+
+
+def _refuse_ffmpeg_download(self, *args, **kwargs):
+    # The socket guard cannot see FFmpeg's connections, so FFmpeg never downloads.
+    raise TaskError("this media needs FFmpeg to fetch it from the network, which the service does not allow")
+
+
+yt_dlp.downloader.external.FFmpegFD._call_downloader = _refuse_ffmpeg_download
+
+
+def _warm_up() -> None:
+    """Do once in the fork server what every task would otherwise repeat: yt-dlp matches a URL
+    against ~1,900 extractor patterns, compiling each on first use (about 0.3 s of CPU)."""
+    for extractor in yt_dlp.extractor.gen_extractor_classes():
+        extractor.suitable("http://127.0.0.1/warm-up")
+    yt_dlp.YoutubeDL({"quiet": True, "cachedir": False}).close()
+
+
+_warm_up()
+
+
+class _Logger:
+    """yt-dlp's messages as plain log lines; remembers why a download was skipped."""
+
+    def __init__(self, task_id: str):
+        self.task_id = task_id
+        self.skip_reason = None
+
+    def debug(self, message: str) -> None:
+        if "max-filesize" in message:
+            self.skip_reason = message
+        log.debug("task %s yt-dlp: %s", self.task_id, message)
+
+    def info(self, message: str) -> None:
+        self.debug(message)
+
+    def warning(self, message: str) -> None:
+        log.warning("task %s yt-dlp: %s", self.task_id, message)
+
+    def error(self, message: str) -> None:
+        log.error("task %s yt-dlp: %s", self.task_id, message)
+
+
+class _Progress(yt_dlp.postprocessor.PostProcessor):
+    """Turns yt-dlp progress hooks into throttled progress reports over all files of a task.
+
+    As a 'before_dl' post-processor it learns how many files (video, audio) the download has,
+    so progress rises once from 0 to 100 instead of restarting for each file.
+    """
+
+    def __init__(self, report, max_filesize: int):
+        super().__init__()
+        self.report = report
+        self.max_filesize = max_filesize
+        self.parts = 1
+        self.finished_parts = 0
+        self.finished_bytes = 0
+        self.last_sent = 0.0
+        self.progress = 0.0
+
+    def run(self, info: dict):
+        self.parts = len(info.get("requested_formats") or ()) or 1
+        return [], info
+
+    def hook(self, d: dict) -> None:
+        downloaded = d.get("downloaded_bytes") or 0
+        total = d.get("total_bytes") or d.get("total_bytes_estimate")
+        # total_bytes is exact (Content-Length); an estimate alone must not fail a download.
+        if max(downloaded, d.get("total_bytes") or 0) > self.max_filesize:
+            raise FileTooLargeError(
+                f"file is larger than the limit of {self.max_filesize // (1024 * 1024)} MB (VIDEO_API_MAX_FILESIZE_MB)"
+            )
+        now = time.monotonic()
+        if d["status"] == "finished":
+            self.finished_parts += 1
+            self.finished_bytes += downloaded or total or 0
+            downloaded, total, part_share = 0, None, 0.0
+        elif now - self.last_sent < PROGRESS_INTERVAL_S:
+            return
+        else:
+            part_share = downloaded / total if total else 0.0
+        self.last_sent = now
+        # Never backwards; 100 is kept for "completed", after the files are checked.
+        share = (min(self.finished_parts, self.parts) + min(part_share, 1.0)) / self.parts
+        self.progress = max(self.progress, min(99.9, 100.0 * share))
+        self.report(
+            {
+                "type": "progress",
+                "progress": round(self.progress, 1),
+                "downloaded_bytes": self.finished_bytes + downloaded,
+                "total_bytes": self.finished_bytes + total if total else None,
+                "speed": d.get("speed"),
+                "eta": d.get("eta"),
+            }
+        )
+
+
+def _format_selector(quality: str, with_video: bool) -> str:
+    if not with_video:
+        return "ba/b"
+    if quality == "best":
+        return "bv*+ba/b"
+    return f"bv*[height<={quality}]+ba/b[height<={quality}]/wv*+ba/w"
+
+
+def _display_name(title: str, suffix: str) -> str:
+    name = re.sub(r"[\x00-\x1f/\\]", "_", title).strip(" .") or "download"
+    return name[:150] + suffix
+
+
+def _video_info(info: dict) -> dict:
+    keys = ("title", "duration", "uploader", "extractor", "webpage_url", "width", "height", "ext", "format_id",
+            "vcodec", "acodec", "filesize", "upload_date")  # fmt: skip
+    return {key: info.get(key) for key in keys if info.get(key) is not None}
+
+
+def download(spec: dict, report) -> dict:
+    """Download spec['url'] into spec['task_dir']; returns {'files': [...], 'video_info': {...}}."""
+    task_dir = Path(spec["task_dir"])
+    task_dir.mkdir(parents=True, exist_ok=True)
+    options = spec["options"]
+    progress = _Progress(report, spec["max_filesize"])
+    logger = _Logger(spec["task_id"])
+
+    def postprocessor_hook(d: dict) -> None:
+        if d["status"] == "started" and d.get("postprocessor") != _Progress.pp_key():
+            report({"type": "processing", "message": f"post-processing ({d.get('postprocessor')})"})
+
+    params = {
+        "format": _format_selector(options["video_quality"], options["keep_video"]),
+        "outtmpl": {"default": "video.%(ext)s"},
+        "paths": {"home": str(task_dir), "temp": str(task_dir)},
+        "merge_output_format": "mp4/mkv",
+        "noplaylist": True,
+        "playlist_items": "1",
+        "cachedir": False,
+        "color": {"stdout": "no_color", "stderr": "no_color"},
+        "noprogress": True,
+        "quiet": True,
+        "logger": logger,
+        "continuedl": True,
+        "overwrites": False,
+        "max_filesize": spec["max_filesize"],
+        "proxy": "",  # direct connections only: proxies from the environment are ignored
+        "external_downloader": {"default": "native"},
+        "match_filter": yt_dlp.match_filter_func("!is_live"),
+        "socket_timeout": 30,
+        "retries": 5,
+        "fragment_retries": 5,
+        "progress_hooks": [progress.hook],
+        "postprocessor_hooks": [postprocessor_hook],
+        "updatetime": False,
+    }
+    try:
+        with yt_dlp.YoutubeDL(params) as ydl:
+            ydl.add_post_processor(progress, when="before_dl")
+            info = ydl.extract_info(spec["url"], download=True)
+    except DownloadError as exc:
+        raise TaskError(_clean_error(str(exc))) from None
+    if info and info.get("_type") == "playlist":
+        info = next(iter(info.get("entries") or []), None)
+    downloads = (info or {}).get("requested_downloads") or []
+    if not downloads or not Path(downloads[0].get("filepath") or "").is_file():
+        if logger.skip_reason:
+            raise FileTooLargeError(
+                f"file is larger than the limit of {spec['max_filesize'] // (1024 * 1024)} MB"
+                " (VIDEO_API_MAX_FILESIZE_MB)"
+            )
+        if info and info.get("is_live"):
+            raise TaskError("live streams are not supported")
+        raise TaskError("yt-dlp produced no file")
+    video_path = Path(downloads[0]["filepath"])
+    if video_path.stat().st_size > spec["max_filesize"]:
+        raise FileTooLargeError(
+            f"file is larger than the limit of {spec['max_filesize'] // (1024 * 1024)} MB (VIDEO_API_MAX_FILESIZE_MB)"
+        )
+
+    report({"type": "processing", "message": "checking files", "video_info": _video_info(info)})
+    title = info.get("title") or "download"
+    files = []
+    if options["extract_audio"]:
+        report({"type": "processing", "message": f"extracting audio ({options['audio_format']})"})
+        audio_path = task_dir / f"audio.{options['audio_format']}"
+        try:
+            media.extract_audio(video_path, audio_path, options["audio_format"], options["audio_bitrate"])
+            media.verify(audio_path, "audio")
+        except media.MediaError as exc:
+            raise TaskError(str(exc)) from None
+        files.append({"kind": "audio", "file": audio_path.name, "name": _display_name(title, audio_path.suffix)})
+    if options["keep_video"]:
+        try:
+            media.verify(video_path, "video")
+        except media.MediaError as exc:
+            raise TaskError(str(exc)) from None
+        files.append({"kind": "video", "file": video_path.name, "name": _display_name(title, video_path.suffix)})
+    else:
+        video_path.unlink()
+    for file in files:
+        file["size"] = (task_dir / file["file"]).stat().st_size
+    return {"files": files, "video_info": _video_info(info)}
+
+
+def _clean_error(message: str) -> str:
+    return re.sub(r"^ERROR:\s*", "", message).strip()

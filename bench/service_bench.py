@@ -1,0 +1,352 @@
+"""Benchmarks of the service (prints figures; not a test).
+
+    .venv/bin/python bench/service_bench.py [--only api,rss,churn,wall] [--big-mb 200]
+
+api    GET /api/status and GET /api/tasks?limit=50 with 100,000 stored tasks at 1/16/64 connections,
+       and list latency with 1,000 vs 100,000 tasks (cost must not grow with the table)
+rss    service RSS idle and with two downloads running (main process, fork server, workers)
+churn  main-process RSS across 200 downloads
+wall   one large local download through the service vs plain `yt-dlp` on the same file
+
+The load generator runs in this process on the same 2 cores as the service, so requests/s is a
+floor for the service, not a ceiling. All traffic is to 127.0.0.1.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from app.store import SQLiteTaskStore  # noqa: E402
+from app.tests.conftest import children_of, free_port  # noqa: E402
+from app.tests.mediaserver import MediaServer, generate_media  # noqa: E402
+
+PYTHON = sys.executable
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def pss_kb(pid: int) -> int:
+    """Proportional set size: shared pages (a forked worker shares most of the fork server's) split."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Service:
+    def __init__(self, data_dir: Path, **env):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "PORT": str(self.port), "VIDEO_API_DATA_DIR": str(data_dir),
+                    "VIDEO_API_ALLOW_NETWORKS": "127.0.0.1/32", "VIDEO_API_MIN_FREE_MB": "1",
+                    "VIDEO_API_LOG_LEVEL": "WARNING", **env}  # fmt: skip
+
+    def __enter__(self):
+        self.process = subprocess.Popen([PYTHON, "-m", "app"], cwd=REPO, env=self.env)
+        for _ in range(300):
+            try:
+                import urllib.request
+
+                urllib.request.urlopen(self.base + "/api/health", timeout=1).read()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("service did not start")
+
+    def __exit__(self, *exc):
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(30)
+
+    def tree_rss(self) -> dict:
+        main = self.process.pid
+        forkservers = [c for c in children_of(main) if b"forkserver" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        workers = [w for f in forkservers for w in children_of(f)]
+        return {
+            "main_kb": rss_kb(main),
+            "forkserver_kb": sum(rss_kb(p) for p in forkservers),
+            "workers_kb": [rss_kb(p) for p in workers],
+            "pss_total_kb": sum(pss_kb(p) for p in (main, *forkservers, *workers)),
+        }
+
+
+def fill_store(db_path: Path, count: int) -> list[str]:
+    """Insert count finished tasks (one transaction); returns some ids to query."""
+    SQLiteTaskStore(db_path)  # creates the schema, counters and triggers
+    db = sqlite3.connect(db_path)
+    now = time.time()
+    options = json.dumps({"audio_bitrate": "192", "audio_format": "mp3", "extract_audio": True, "keep_video": True,
+                          "video_quality": "best"})  # fmt: skip
+    statuses = ("completed", "completed", "completed", "failed", "cancelled")
+    rows = []
+    for n in range(count):
+        task_id, at = uuid.uuid4().hex, now - count + n
+        rows.append((task_id, f"http://127.0.0.1/video/{n}.mp4", options, task_id, statuses[n % 5], 100.0, 123456,
+                     123456, "completed", at, at, at, at))  # fmt: skip
+    db.executemany(
+        "INSERT INTO tasks (id, url, options, dedupe_key, status, progress, downloaded_bytes, total_bytes, message,"
+        " created_at, updated_at, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
+    db.commit()
+    db.close()
+    return [row[0] for row in rows[:: max(1, count // 1000)]]
+
+
+async def load(base: str, paths: list[str], connections: int, seconds: float) -> dict:
+    latencies = []
+    stop_at = time.perf_counter() + seconds
+
+    async def one_connection(session, offset):
+        i = offset
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            async with session.get(base + paths[i % len(paths)]) as response:
+                await response.read()
+                assert response.status == 200, response.status
+            latencies.append(time.perf_counter() - started)
+            i += connections
+
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(one_connection(session, n) for n in range(connections)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
+    }
+
+
+_WRK_SCRIPT = """
+paths = {}
+for line in io.lines("%s") do paths[#paths + 1] = line end
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", paths[(counter %% #paths) + 1])
+end
+"""
+
+
+def _wrk_ms(text: str) -> float:
+    value = float(text.rstrip("mus"))
+    return (
+        value / 1000
+        if text.endswith("us")
+        else value * 1000
+        if text.endswith("s") and not text.endswith("ms")
+        else value
+    )
+
+
+def load_wrk(base: str, paths: list[str], connections: int, seconds: float, work: Path) -> dict:
+    """Same measurement with wrk (C, one thread), which leaves the service more of the 2 cores."""
+    paths_file, script = work / "wrk-paths.txt", work / "wrk.lua"
+    paths_file.write_text("\n".join(paths) + "\n")
+    script.write_text(_WRK_SCRIPT % paths_file)
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), base],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    figures = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if line.startswith("Requests/sec:"):
+            figures["rps"] = float(parts[1])
+        elif parts and parts[0] in ("50%", "99%"):
+            figures["p50_ms" if parts[0] == "50%" else "p99_ms"] = _wrk_ms(parts[1])
+        elif "Non-2xx" in line:
+            raise RuntimeError(line)
+    return figures
+
+
+def bench_api(work: Path, seconds: float) -> None:
+    use_wrk = shutil.which("wrk") is not None
+    generator = "wrk, 1 thread" if use_wrk else "aiohttp client in this process (install wrk for better figures)"
+    print(f"== API with stored tasks; load generator: {generator}; it shares the 2 cores ==")
+    for count in (1_000, 100_000):
+        data = work / f"api-{count}"
+        started = time.perf_counter()
+        ids = fill_store(data / "db" / "tasks.sqlite3", count)
+        print(f"stored {count:,} tasks in {time.perf_counter() - started:.1f}s")
+        with Service(data) as service:
+            targets = {"status": [f"/api/status/{task_id}" for task_id in ids], "list50": ["/api/tasks?limit=50"],
+                       "list50-failed": ["/api/tasks?limit=50&status=failed"]}  # fmt: skip
+            levels = (1, 16, 64) if count == 100_000 else (1,)
+            for name, paths in targets.items():
+                asyncio.run(load(service.base, paths, 4, 0.5))  # warm up
+                for connections in levels:
+                    if use_wrk:
+                        result = load_wrk(service.base, paths, connections, seconds, work)
+                    else:
+                        result = asyncio.run(load(service.base, paths, connections, seconds))
+                    print(f"  {count:>7,} tasks  {name:<14} {connections:>2} conn: {result['rps']:7.0f} req/s"
+                          f"  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms")  # fmt: skip
+        shutil.rmtree(data)
+
+
+async def _submit(session, base, url, **options) -> str:
+    async with session.post(base + "/api/process", json={"url": url, **options}) as response:
+        body = await response.json()
+        assert response.status == 202, body
+        return body["task_id"]
+
+
+async def _wait(session, base, task_id, interval=0.02) -> dict:
+    while True:
+        async with session.get(f"{base}/api/status/{task_id}") as response:
+            body = await response.json()
+        if body["status"] in ("completed", "failed", "cancelled"):
+            return body
+        await asyncio.sleep(interval)
+
+
+def _fmt(rss: dict) -> str:
+    workers = ", ".join(f"{kb / 1024:.1f}" for kb in rss["workers_kb"]) or "-"
+    total = rss["main_kb"] + rss["forkserver_kb"] + sum(rss["workers_kb"])
+    return (f"main {rss['main_kb'] / 1024:.1f} MB, fork server {rss['forkserver_kb'] / 1024:.1f} MB, "
+            f"workers [{workers}] MB; RSS sum {total / 1024:.1f} MB, PSS sum {rss['pss_total_kb'] / 1024:.1f} MB")  # fmt: skip
+
+
+def bench_rss(work: Path, media: MediaServer) -> None:
+    print("== RSS ==")
+    with Service(work / "rss") as service:
+        time.sleep(1.0)
+        print(f"  idle:                {_fmt(service.tree_rss())}")
+
+        async def two_downloads():
+            async with aiohttp.ClientSession() as session:
+                ids = [await _submit(session, service.base, media.url(f"/slow/noise.mp4?rate=300000&rss={n}"))
+                       for n in range(2)]  # fmt: skip
+                await asyncio.sleep(2.0)
+                print(f"  two downloads:       {_fmt(service.tree_rss())}")
+                for task_id in ids:
+                    await session.delete(f"{service.base}/api/tasks/{task_id}")
+
+        asyncio.run(two_downloads())
+    shutil.rmtree(work / "rss")
+
+
+def bench_churn(work: Path, media: MediaServer, downloads: int) -> None:
+    print(f"== main-process RSS across {downloads} downloads (webm 76 KB, video+mp3) ==")
+    with Service(work / "churn", VIDEO_API_QUEUE_LIMIT="1000") as service:
+
+        async def churn():
+            async with aiohttp.ClientSession() as session:
+                started = time.perf_counter()
+                for batch in range(0, downloads, 50):
+                    ids = [await _submit(session, service.base, media.url(f"/media/sample.webm?churn={n}"))
+                           for n in range(batch, batch + 50)]  # fmt: skip
+                    results = [await _wait(session, service.base, task_id, 0.1) for task_id in ids]
+                    failed = sum(r["status"] != "completed" for r in results)
+                    rss = service.tree_rss()
+                    print(f"  after {batch + 50:>3} downloads ({failed} failed): main {rss['main_kb'] / 1024:.1f} MB,"
+                          f" fork server {rss['forkserver_kb'] / 1024:.1f} MB")  # fmt: skip
+                elapsed = time.perf_counter() - started
+                print(
+                    f"  {downloads} downloads in {elapsed:.1f}s ({elapsed / downloads * 1000:.0f} ms each, 2 at a time)"
+                )
+
+        rss0 = service.tree_rss()
+        print(f"  before:                  main {rss0['main_kb'] / 1024:.1f} MB")
+        asyncio.run(churn())
+    shutil.rmtree(work / "churn")
+
+
+def bench_wall(work: Path, media: MediaServer, big_mb: int) -> None:
+    source = media.folder / "big.mp4"
+    if not source.exists():
+        loops = max(1, big_mb * 1024 * 1024 // (media.folder / "noise.mp4").stat().st_size)
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-stream_loop", str(loops - 1), "-i",
+                        str(media.folder / "noise.mp4"), "-c", "copy", str(source)], check=True)  # fmt: skip
+    size_mb = source.stat().st_size / 1024 / 1024
+    url = media.url("/media/big.mp4")
+    print(f"== wall time, one {size_mb:.0f} MB local download (best of 3) ==")
+
+    def cli(extra: list[str]) -> float:
+        best = float("inf")
+        for _ in range(3):
+            out = work / "cli"
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            started = time.perf_counter()
+            subprocess.run([str(REPO / ".venv/bin/yt-dlp"), "-q", "--no-progress", "--no-cache-dir", "-P", str(out),
+                            *extra, url], check=True)  # fmt: skip
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    def service_run(options: dict) -> float:
+        with Service(work / "wall") as service:
+
+            async def run_once():
+                async with aiohttp.ClientSession() as session:
+                    started = time.perf_counter()
+                    task_id = await _submit(session, service.base, url + f"?r={uuid.uuid4().hex}", **options)
+                    status = await _wait(session, service.base, task_id, 0.01)
+                    assert status["status"] == "completed", status
+                    elapsed = time.perf_counter() - started
+                    await session.delete(f"{service.base}/api/tasks/{task_id}")
+                    return elapsed
+
+            times = [asyncio.run(run_once()) for _ in range(3)]
+        shutil.rmtree(work / "wall")
+        return min(times)
+
+    video_cli = cli([])
+    video_service = service_run({"extract_audio": False})
+    print(f"  video only:  service {video_service:.2f}s  yt-dlp CLI {video_cli:.2f}s"
+          f"  ratio {video_service / video_cli:.2f}x")  # fmt: skip
+    both_cli = cli(["-k", "-x"])
+    both_service = service_run({"audio_format": "m4a", "audio_bitrate": "best"})
+    print(f"  video+audio: service {both_service:.2f}s  yt-dlp -k -x {both_cli:.2f}s"
+          f"  ratio {both_service / both_cli:.2f}x  (service: m4a, bitrate best = stream copy, like -x)")  # fmt: skip
+    mp3_service = service_run({"audio_format": "mp3", "audio_bitrate": "192"})
+    print(f"  video+mp3 192k (service default, re-encodes): {mp3_service:.2f}s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default="api,rss,churn,wall")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per load level")
+    parser.add_argument("--downloads", type=int, default=200)
+    parser.add_argument("--big-mb", type=int, default=200)
+    args = parser.parse_args()
+    sections = set(args.only.split(","))
+    work = Path(tempfile.mkdtemp(prefix="vda-bench-"))
+    media = MediaServer(generate_media(Path(tempfile.gettempdir()) / "vda-bench-media")).start()
+    try:
+        if "api" in sections:
+            bench_api(work, args.seconds)
+        if "rss" in sections:
+            bench_rss(work, media)
+        if "churn" in sections:
+            bench_churn(work, media, args.downloads)
+        if "wall" in sections:
+            bench_wall(work, media, args.big_mb)
+    finally:
+        media.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

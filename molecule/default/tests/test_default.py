@@ -1,0 +1,117 @@
+"""The converged host: user, files, the hardened unit, the firewall, and a real download."""
+
+import re
+import time
+
+from conftest import SERVICE
+
+INSTALL_DIR = "/opt/video-download-api"
+DATA_DIR = "/var/lib/video-download-api"
+MEDIA_PORT = 8765
+
+
+def test_service_user_is_a_system_user_without_login(host):
+    user = host.user("video-api")
+    assert user.exists
+    assert user.uid < 1000
+    assert user.shell in ("/usr/sbin/nologin", "/sbin/nologin")
+    assert host.group("video-api").exists
+
+
+def test_code_belongs_to_root_and_data_to_the_service_user(host):
+    for path in (INSTALL_DIR, f"{INSTALL_DIR}/app", f"{INSTALL_DIR}/venv"):
+        directory = host.file(path)
+        assert directory.user == "root", path
+        assert not directory.mode & 0o022, f"{path} is group/world writable"
+    assert host.file(f"{INSTALL_DIR}/app/__main__.py").user == "root"
+    data = host.file(DATA_DIR)
+    assert data.is_directory and data.user == "video-api"
+
+
+def test_settings_file_is_readable_only_by_root_and_the_service_group(host):
+    settings = host.file("/etc/video-download-api/env")
+    assert (settings.user, settings.group, settings.mode) == ("root", "video-api", 0o640)
+    assert "VIDEO_API_ALLOW_NETWORKS=127.0.0.1/32" in settings.content_string
+
+
+def test_unit_is_enabled_active_and_runs_as_the_service_user(host):
+    service = host.service(SERVICE)
+    assert service.is_enabled and service.is_running
+    pid = host.check_output(f"systemctl show -P MainPID {SERVICE}")
+    assert host.check_output(f"ps -o user= -p {pid}") == "video-api"
+    environment = host.check_output(f"systemctl show -P Environment {SERVICE}")
+    assert ":/usr/bin:" in environment, "ffmpeg in /usr/bin must be on the unit's PATH"
+
+
+def test_unit_exposure_is_at_most_4(host):
+    output = host.check_output(f"systemd-analyze security --no-pager {SERVICE}")
+    exposure = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", output).group(1))
+    print(f"\n{host.backend.hostname}: systemd-analyze security exposure {exposure}")
+    assert exposure <= 4.0
+
+
+def test_listens_on_the_configured_address_and_port(host):
+    assert host.socket("tcp://127.0.0.1:8000").is_listening
+
+
+def test_ufw_is_active_with_ssh_before_the_api_rule(host):
+    status = host.check_output("ufw status numbered")
+    assert "Status: active" in status
+    rules = [line for line in status.splitlines() if "ALLOW IN" in line]
+    assert re.search(r"\b22/tcp\b", rules[0]), status
+    assert any(re.search(r"\b8000/tcp\b", line) for line in rules), status
+    assert "deny (incoming)" in host.check_output("ufw status verbose")
+
+
+def test_health_is_healthy(api):
+    status, body = api.get("/api/health")
+    assert status == 200, body
+    assert body["status"] == "healthy"
+
+
+def wait_for(predicate, timeout, interval=1.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def test_download_end_to_end_survives_a_restart(host, api):
+    media = "/srv/molecule-media"
+    host.check_output(
+        f"mkdir -p {media} && ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc=duration=3:size=320x240:rate=25"
+        f" -f lavfi -i sine=frequency=440:duration=3 -c:v libx264 -pix_fmt yuv420p -c:a aac -shortest {media}/clip.mp4"
+    )
+    host.check_output(
+        f"setsid python3 -m http.server {MEDIA_PORT} --bind 127.0.0.1 --directory {media}"
+        " >/tmp/molecule-media.log 2>&1 < /dev/null & echo $! > /tmp/molecule-media.pid"
+    )
+    try:
+        assert wait_for(lambda: host.socket(f"tcp://127.0.0.1:{MEDIA_PORT}").is_listening, 10)
+        status, body = api.post("/api/process", {
+            "url": f"http://127.0.0.1:{MEDIA_PORT}/clip.mp4", "extract_audio": True, "keep_video": True,
+        })
+        assert status == 202, body
+        task_id = body["task_id"]
+
+        def finished():
+            _, task = api.get(f"/api/status/{task_id}")
+            return task if task["status"] in ("completed", "failed", "cancelled") else None
+
+        task = wait_for(finished, 120)
+        assert task and task["status"] == "completed", task
+        assert task["files"]["audio"], task
+        status, _ = api.get(task["files"]["audio"], out="/tmp/molecule-audio")
+        assert status == 200
+        streams = host.check_output(
+            "ffprobe -v error -show_entries stream=codec_type -of csv=p=0 /tmp/molecule-audio").split()
+        assert streams == ["audio"], streams
+    finally:
+        host.run("kill $(cat /tmp/molecule-media.pid); rm -rf /tmp/molecule-media.pid /tmp/molecule-audio")
+
+    host.check_output(f"systemctl restart {SERVICE}")
+    assert wait_for(lambda: api.get("/api/health")[0] == 200, 30)
+    _, listing = api.get("/api/tasks?limit=100")
+    assert task_id in [item["task_id"] for item in listing["tasks"]], listing
