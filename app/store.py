@@ -194,7 +194,7 @@ class SQLiteTaskStore(TaskStore):
         try:
             for sql, params in statements:
                 cursor = self._db.execute(sql, params)
-                rows = cursor.fetchall()  # RETURNING rows must be read before COMMIT
+                rows = cursor.fetchall()  # a SELECT's rows must be read before COMMIT
                 results.append((cursor.rowcount, rows))
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -246,15 +246,18 @@ class SQLiteTaskStore(TaskStore):
 
     async def claim_next(self) -> dict | None:
         now = time.time()
-        ((_, rows),) = self._write(
+        # No UPDATE ... RETURNING: SQLite < 3.35 (Debian 11, Ubuntu 20.04, EL 8/9) lacks it. Both
+        # statements run in one immediate transaction, so they see the same next task.
+        next_queued = "(SELECT seq FROM tasks WHERE status = 'queued' ORDER BY seq LIMIT 1)"
+        (_, rows), _ = self._write(
+            (f"SELECT id FROM tasks WHERE seq = {next_queued}", ()),
             (
                 "UPDATE tasks SET status = 'downloading', attempts = attempts + 1, started_at = ?, updated_at = ?"
-                " WHERE seq = (SELECT seq FROM tasks WHERE status = 'queued' ORDER BY seq LIMIT 1)"
-                " RETURNING *",
+                f" WHERE seq = {next_queued}",
                 (now, now),
-            )
+            ),
         )
-        return _task_row(rows[0]) if rows else None
+        return await self.get(rows[0][0]) if rows else None
 
     async def update(self, task_id: str, fields: dict, only_if: tuple = ACTIVE) -> bool:
         unknown = set(fields) - _UPDATABLE
@@ -299,12 +302,14 @@ class SQLiteTaskStore(TaskStore):
 
     async def requeue_running(self, message: str, count_attempt: bool) -> list[str]:
         attempts = "attempts" if count_attempt else "MAX(attempts - 1, 0)"
-        ((_, rows),) = self._write(
+        running = "status IN ('downloading', 'processing')"
+        (_, rows), _ = self._write(
+            (f"SELECT id FROM tasks WHERE {running}", ()),
             (
                 f"UPDATE tasks SET status = 'queued', attempts = {attempts}, message = ?, speed = NULL, eta = NULL,"
-                " updated_at = ? WHERE status IN ('downloading', 'processing') RETURNING id",
+                f" updated_at = ? WHERE {running}",
                 (message, time.time()),
-            )
+            ),
         )
         return [row[0] for row in rows]
 

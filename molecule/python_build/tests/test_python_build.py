@@ -6,8 +6,6 @@ runs too (molecule.yml, additional_files_or_dirs).
 
 import json
 
-import pytest
-
 VERSION = "3.11.2"
 PREFIX = f"/opt/pyenv/versions/{VERSION}"
 PYTHON = f"{PREFIX}/bin/python3.11"
@@ -36,8 +34,10 @@ def test_the_unit_runs_the_virtualenv_built_on_it(host):
     assert f"path={VENV}/bin/python " in exec_start, exec_start
     pyvenv = host.file(f"{VENV}/pyvenv.cfg").content_string
     assert f"home = {PREFIX}/bin" in pyvenv and f"version = {VERSION}" in pyvenv, pyvenv
+    # /proc/<pid>/exe of the service user's process is closed to root without CAP_SYS_PTRACE here.
     pid = host.check_output(f"systemctl show -P MainPID {SERVICE}")
-    assert host.check_output(f"readlink -f /proc/{pid}/exe") == PYTHON
+    assert host.file(f"/proc/{pid}/cmdline").content_string.split("\0")[0] == f"{VENV}/bin/python"
+    assert host.check_output(f"readlink -f {VENV}/bin/python") == PYTHON
 
 
 def test_the_fast_mirror_was_chosen(host):
@@ -61,11 +61,11 @@ def test_probe_ranks_the_mirrors_and_drops_the_closed_port(host):
 
 
 def test_probe_fails_naming_every_mirror_when_none_answers(host):
-    from testinfra.modules.ansible import AnsibleException
-
-    with pytest.raises(AnsibleException) as failure:
-        probe(host, [{"url": "http://127.0.0.1:8483/ftp/python"}, {"url": "http://127.0.0.1:8481/missing"}])
-    message = failure.value.result["msg"]
+    result = probe(host, [{"url": "http://127.0.0.1:8483/ftp/python"}, {"url": "http://127.0.0.1:8481/missing"}])
+    # The result testinfra reads (ansible --tree) lost its "failed" key in ansible-core 2.19;
+    # a failed probe is the one without a chosen url.
+    assert "url" not in result, result
+    message = result["msg"]
     print(f"\nno mirror: {message}")
     assert "http://127.0.0.1:8483/ftp/python/" in message and "refused" in message
     assert "http://127.0.0.1:8481/missing/" in message and "HTTP 404" in message

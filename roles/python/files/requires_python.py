@@ -23,9 +23,24 @@ LOWER_BOUND_OPERATORS = {">=", ">", "~=", "=="}
 def pin_requirements(requirements: Path) -> dict[str, str]:
     """Return {package: requires_python} for every pin, as pip resolves them."""
     report = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed",
-         "--no-deps", "--ignore-requires-python", "--report", "-", "-r", str(requirements)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--quiet",
+            "--ignore-installed",
+            "--no-deps",
+            "--ignore-requires-python",
+            "--report",
+            "-",
+            "-r",
+            str(requirements),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return {
         item["metadata"]["name"]: item["metadata"].get("requires_python") or ""
@@ -62,8 +77,11 @@ def main() -> int:
         try:
             requires = pin_requirements(args.requirements)
         except subprocess.CalledProcessError as error:
-            print(f"pip could not resolve {args.requirements} on the controller: {error.stderr.strip()[-500:]}\n"
-                  "Set python_min_version to skip the lookup.", file=sys.stderr)
+            print(
+                f"pip could not resolve {args.requirements} on the controller: {error.stderr.strip()[-500:]}\n"
+                "Set python_min_version to skip the lookup.",
+                file=sys.stderr,
+            )
             return 1
         args.cache_dir.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(requires, indent=1, sort_keys=True))

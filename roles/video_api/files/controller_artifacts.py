@@ -83,9 +83,24 @@ def download(requirements: Path, python_version: str, glibc: str, machine: str, 
     short = python_version.replace(".", "")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
-               "--implementation", "cp", "--python-version", python_version, "--abi", f"cp{short}",
-               "-r", str(requirements), "-d", str(staging)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--only-binary=:all:",
+        "--implementation",
+        "cp",
+        "--python-version",
+        python_version,
+        "--abi",
+        f"cp{short}",
+        "-r",
+        str(requirements),
+        "-d",
+        str(staging),
+    ]
     for tag in platform_tags(glibc, machine):
         command += ["--platform", tag]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
