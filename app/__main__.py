@@ -46,25 +46,31 @@ def _code_stamp() -> dict:
 def reload_loop() -> int:
     """Run the service in a child process and restart it whenever a source file changes."""
     command = [sys.executable, "-m", "app"]
-    while True:
-        stamp = _code_stamp()
-        child = subprocess.Popen(command)
-        try:
+    # SIGTERM to the reloader stops the service too, instead of leaving it orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    child = None
+    try:
+        while True:
+            stamp = _code_stamp()
+            child = subprocess.Popen(command)
             while child.poll() is None and _code_stamp() == stamp:
                 time.sleep(RELOAD_POLL_S)
-        except KeyboardInterrupt:
-            child.terminate()
-            return child.wait()
-        if child.poll() is None:
-            log.info("code changed: restarting")
+            if child.poll() is None:
+                log.info("code changed: restarting")
+                child.terminate()
+                child.wait()
+            elif child.returncode == 2:  # configuration error: restarting will not help
+                return 2
+            else:
+                log.info("service exited with %s; restarting when the code changes", child.returncode)
+                while _code_stamp() == stamp:
+                    time.sleep(RELOAD_POLL_S)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if child is not None and child.poll() is None:
             child.terminate()
             child.wait()
-        elif child.returncode == 2:  # configuration error: restarting will not help
-            return 2
-        else:
-            log.info("service exited with %s; restarting when the code changes", child.returncode)
-            while _code_stamp() == stamp:
-                time.sleep(RELOAD_POLL_S)
 
 
 def main() -> int:

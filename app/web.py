@@ -4,7 +4,6 @@ import asyncio
 import importlib.metadata
 import json
 import logging
-import os
 import platform
 import re
 import shutil
@@ -351,7 +350,6 @@ async def storage_cleanup(request: web.Request) -> web.Response:
 
 async def _services(application: web.Application):
     settings = application[SETTINGS]
-    os.makedirs(settings.media_dir, exist_ok=True)
     store = SQLiteTaskStore(settings.db_path)
     manager = Manager(settings, store)
     application[STORE] = store

@@ -54,5 +54,8 @@ converge() {
 }
 
 echo "host: $name ($image), controller cache: $([[ ${BENCH_COLD_CACHE:-0} == 1 ]] && echo cold || echo warm)"
+# Wall times on a shared machine follow its load; print it next to them.
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 converge fresh
 converge second
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -166,8 +166,8 @@ def load_wrk(base: str, paths: list[str], connections: int, seconds: float, work
     paths_file, script = work / "wrk-paths.txt", work / "wrk.lua"
     paths_file.write_text("\n".join(paths) + "\n")
     script.write_text(_WRK_SCRIPT % paths_file)
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), base],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), base]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     figures = {}
     for line in out.splitlines():
         parts = line.split()
@@ -223,9 +223,10 @@ async def _wait(session, base, task_id, interval=0.02) -> dict:
 
 def _fmt(rss: dict) -> str:
     workers = ", ".join(f"{kb / 1024:.1f}" for kb in rss["workers_kb"]) or "-"
-    total = rss["main_kb"] + rss["forkserver_kb"] + sum(rss["workers_kb"])
+    total_mb = (rss["main_kb"] + rss["forkserver_kb"] + sum(rss["workers_kb"])) / 1024
+    pss_mb = rss["pss_total_kb"] / 1024
     return (f"main {rss['main_kb'] / 1024:.1f} MB, fork server {rss['forkserver_kb'] / 1024:.1f} MB, "
-            f"workers [{workers}] MB; RSS sum {total / 1024:.1f} MB, PSS sum {rss['pss_total_kb'] / 1024:.1f} MB")  # fmt: skip
+            f"workers [{workers}] MB; RSS sum {total_mb:.1f} MB, PSS sum {pss_mb:.1f} MB")  # fmt: skip
 
 
 def bench_rss(work: Path, media: MediaServer) -> None:

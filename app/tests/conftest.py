@@ -93,30 +93,24 @@ def ffprobe(path: Path) -> dict:
     return json.loads(out)
 
 
+def _live_processes():
+    """(pid, ppid, pgrp) of every process that is not a zombie."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                state, ppid, pgrp = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+            except (OSError, ValueError):
+                continue
+            if state != "Z":
+                yield int(entry.name), int(ppid), int(pgrp)
+
+
 def process_group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                members.append(int(entry.name))
-    return members
+    return [pid for pid, _, pgrp in _live_processes() if pgrp == pgid]
 
 
-def children_of(pid: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                children.append(int(entry.name))
-    return children
+def children_of(parent: int) -> list[int]:
+    return [pid for pid, ppid, _ in _live_processes() if ppid == parent]
 
 
 def worker_pids(service_pid: int) -> list[int]:
@@ -132,6 +126,18 @@ def worker_pids(service_pid: int) -> list[int]:
     return pids
 
 
+def task_worker(service_pid: int, task_dir: Path) -> int | None:
+    """The worker process that has a file of task_dir open (its .part file), if any."""
+    for pid in worker_pids(service_pid):
+        try:
+            targets = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue
+        if any(target.startswith(str(task_dir) + "/") for target in targets):
+            return pid
+    return None
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -141,7 +147,8 @@ def free_port() -> int:
 class ServiceProcess:
     """The real service, `python -m app`, as a subprocess (for restart, SIGTERM and kill -9)."""
 
-    def __init__(self, data_dir: Path, **env):
+    def __init__(self, data_dir: Path, *args: str, **env):
+        self.args = args
         self.port = free_port()
         self.data_dir = data_dir
         self.env = {
@@ -157,7 +164,9 @@ class ServiceProcess:
 
     def start(self) -> "ServiceProcess":
         self.log = open(self.data_dir.parent / f"service-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
-        self.process = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=self.env, stderr=self.log)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app", *self.args], cwd=REPO, env=self.env, stderr=self.log
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -199,8 +208,8 @@ class ServiceProcess:
 def service_factory(tmp_path):
     services = []
 
-    def start(**env) -> ServiceProcess:
-        service = ServiceProcess(tmp_path / "data", **env).start()
+    def start(*args: str, **env) -> ServiceProcess:
+        service = ServiceProcess(tmp_path / "data", *args, **env).start()
         services.append(service)
         return service
 

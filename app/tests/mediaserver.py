@@ -52,6 +52,8 @@ class MediaServer:
     /media/<name>                 static files (Range supported)
     /slow/<name>?rate=<bytes/s>   the same, throttled, with Range (resume) support
     /redirect-blocked             302 to the same file on 127.0.0.2 (a blocked address)
+    /page-blocked.html            a page embedding a <video> on 127.0.0.2
+    /hls-blocked.m3u8             the HLS playlist with its segments on 127.0.0.2
     """
 
     def __init__(self, folder: Path):
@@ -77,6 +79,8 @@ class MediaServer:
     async def _start(self) -> None:
         application = web.Application(middlewares=[self._record])
         application.router.add_get("/redirect-blocked", self._redirect_blocked)
+        application.router.add_get("/page-blocked.html", self._page_blocked)
+        application.router.add_get("/hls-blocked.m3u8", self._hls_blocked)
         application.router.add_get("/slow/{name:.+}", self._slow)
         application.router.add_static("/media", self.folder)
         self._runner = web.AppRunner(application, access_log=None)
@@ -92,6 +96,17 @@ class MediaServer:
 
     async def _redirect_blocked(self, request):
         raise web.HTTPFound(f"http://{BLOCKED_HOST}:{self.port}/media/sample.mp4")
+
+    async def _page_blocked(self, request):
+        body = (f"<html><head><title>Blocked embed</title></head><body><video controls "
+                f'src="http://{BLOCKED_HOST}:{self.port}/media/sample.mp4"></video></body></html>')  # fmt: skip
+        return web.Response(text=body, content_type="text/html")
+
+    async def _hls_blocked(self, request):
+        playlist = (self.folder / "hls" / "index.m3u8").read_text()
+        base = f"http://{BLOCKED_HOST}:{self.port}/media/hls/"
+        lines = [base + line if line.endswith(".ts") else line for line in playlist.splitlines()]
+        return web.Response(text="\n".join(lines) + "\n", content_type="application/vnd.apple.mpegurl")
 
     async def _slow(self, request):
         path = (self.folder / request.match_info["name"]).resolve()

@@ -3,6 +3,7 @@
 import asyncio
 import os
 import signal
+import time
 
 import pytest
 
@@ -11,6 +12,7 @@ from app.tests.conftest import (
     ffprobe,
     process_group_members,
     submit,
+    task_worker,
     wait_status,
     worker_pids,
 )
@@ -123,9 +125,9 @@ async def test_cancel_kills_the_process_group_and_deletes_files(client, media_se
     await wait_status(client, task_id, ("downloading",))
     while (await (await client.get(f"/api/status/{task_id}")).json())["progress"] <= 0:
         await asyncio.sleep(0.05)
-    (worker,) = worker_pids(os.getpid())
-    assert os.getpgid(worker) == worker  # the worker leads its own process group
     task_dir = client.settings.media_dir / task_id
+    worker = task_worker(os.getpid(), task_dir)
+    assert os.getpgid(worker) == worker  # the worker leads its own process group
     assert any(task_dir.iterdir())  # a .part file is being written
 
     response = await client.delete(f"/api/tasks/{task_id}")
@@ -176,8 +178,10 @@ async def test_fifo_order_and_concurrency_limit(make_client, media_server):
     assert all(statuses[i + 1]["started_at"] >= statuses[i]["completed_at"] for i in range(2))
 
 
-async def test_redirect_to_blocked_address_fails_with_clear_reason(client, media_server):
-    task_id = await submit(client, media_server.url("/redirect-blocked"))
+@pytest.mark.parametrize("path", ["/redirect-blocked", "/page-blocked.html", "/hls-blocked.m3u8"])
+async def test_blocked_address_reached_indirectly_fails_with_clear_reason(client, media_server, path):
+    """A redirect, a URL embedded in a page, HLS fragments: all checked at connect time."""
+    task_id = await submit(client, media_server.url(path))
     status = await wait_status(client, task_id)
     assert status["status"] == "failed"
     assert "address guard refused" in status["error"]
@@ -197,14 +201,17 @@ async def test_download_over_max_filesize_fails_and_leaves_no_file(make_client, 
 
 async def test_a_task_whose_worker_keeps_dying_fails_after_bounded_attempts(client, media_server):
     task_id = await submit(client, media_server.url("/slow/noise.mp4?rate=100000&crash=1"))
+    task_dir = client.settings.media_dir / task_id
     for attempt in range(1, MAX_ATTEMPTS + 1):
+        deadline = time.monotonic() + 30
         while True:
             status = await (await client.get(f"/api/status/{task_id}")).json()
-            workers = worker_pids(os.getpid())
-            if status["status"] == "downloading" and status["attempts"] == attempt and workers:
+            worker = task_worker(os.getpid(), task_dir)
+            if status["status"] == "downloading" and status["attempts"] == attempt and worker:
                 break
+            assert time.monotonic() < deadline, (attempt, worker_pids(os.getpid()), status)
             await asyncio.sleep(0.05)
-        os.kill(workers[0], signal.SIGKILL)  # as the kernel's OOM killer would
+        os.kill(worker, signal.SIGKILL)  # as the kernel's OOM killer would
     status = await wait_status(client, task_id)
     assert status["status"] == "failed"
     assert f"died {MAX_ATTEMPTS} times" in status["error"]

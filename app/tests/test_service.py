@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from app.tests.conftest import REPO, process_group_members, worker_pids
+from app.tests.conftest import REPO, children_of, process_group_members, task_worker
 
 
 def _resumed_ranges(media_server, since: int) -> list[str]:
@@ -29,7 +29,8 @@ def test_stop_mid_download_then_restart_resumes_the_part_file(service_factory, m
     mark = len(media_server.requests)
     task_id = service.submit(media_server.url(f"/slow/noise.mp4?rate=250000&stop={signum}"), extract_audio=True)
     service.wait(task_id, lambda s: s["status"] == "downloading" and s["progress"] >= 25)
-    (worker,) = worker_pids(service.process.pid)
+    worker = task_worker(service.process.pid, service.data_dir / "media" / task_id)
+    assert worker
 
     elapsed = service.stop(signum)
     assert elapsed < 30
@@ -58,6 +59,16 @@ def test_sigterm_while_idle_exits_promptly(service_factory):
     service = service_factory()
     assert service.stop(signal.SIGTERM) < 5
     assert service.process.returncode == 0
+
+
+def test_dev_mode_serves_and_sigterm_stops_the_service_too(service_factory):
+    service = service_factory("--dev")
+    (child,) = children_of(service.process.pid)  # the reloader runs the service as its child
+    assert service.get("/api/health")["status"] == "healthy"
+    service.stop(signal.SIGTERM)
+    assert service.process.returncode == 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
 
 
 @pytest.mark.parametrize(

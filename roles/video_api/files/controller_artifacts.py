@@ -30,7 +30,7 @@ LEGACY_MANYLINUX = {5: "manylinux1", 12: "manylinux2010", 17: "manylinux2014"}
 
 
 def bundle(source: Path, output: Path) -> dict:
-    buffer = io.BytesIO()
+    buffer, members = io.BytesIO(), []
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for root, dirs, files in os.walk(source):
             dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_DIRS)
@@ -44,6 +44,7 @@ def bundle(source: Path, output: Path) -> dict:
                 info.uname = info.gname = "root"
                 with path.open("rb") as handle:
                     tar.addfile(info, handle)
+                members.append(info.name)
     data = buffer.getvalue()
     changed = not output.exists() or output.read_bytes() != data
     if changed:
@@ -51,7 +52,7 @@ def bundle(source: Path, output: Path) -> dict:
         temporary = output.with_suffix(".tmp")
         temporary.write_bytes(data)
         temporary.replace(output)
-    return {"path": str(output), "sha256": hashlib.sha256(data).hexdigest(), "changed": changed}
+    return {"path": str(output), "sha256": hashlib.sha256(data).hexdigest(), "changed": changed, "files": members}
 
 
 def platform_tags(glibc: str, machine: str) -> list[str]:
