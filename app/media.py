@@ -30,6 +30,7 @@ _ENCODERS = {
     "flac": ("flac", None),
     "wav": ("pcm_s16le", None),
 }
+_MUXERS = {"mp3": "mp3", "m4a": "ipod", "opus": "opus", "flac": "flac", "wav": "wav"}
 # Source codecs each container takes as they are when the bitrate is "best".
 _COPYABLE = {"mp3": "mp3", "m4a": "aac", "opus": "opus", "flac": "flac"}
 
@@ -42,9 +43,18 @@ def content_type(path: str) -> str:
     return CONTENT_TYPES.get(Path(path).suffix.lower(), "application/octet-stream")
 
 
+def _run(command: list[str], timeout: float | None = None) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout)
+    except FileNotFoundError:
+        raise MediaError(f"{command[0]} is not installed or not on PATH") from None
+    except subprocess.TimeoutExpired:
+        raise MediaError(f"{command[0]} did not finish within {timeout} s") from None
+
+
 def probe(path: Path) -> dict:
     """ffprobe's format and streams of a local file; raises MediaError if it is not media."""
-    result = subprocess.run(
+    result = _run(
         [
             "ffprobe",
             "-v",
@@ -57,9 +67,6 @@ def probe(path: Path) -> dict:
             "json",
             "file:" + str(path),
         ],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
         timeout=120,
     )
     if result.returncode != 0:
@@ -102,14 +109,11 @@ def extract_audio(source: Path, target: Path, audio_format: str, bitrate: str) -
     command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-protocol_whitelist", "file",
                "-i", "file:" + str(source), "-vn", "-sn", "-dn", "-map", "0:a:0", *codec_args,
                "-f", _MUXERS[audio_format], "file:" + str(partial)]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    result = _run(command)
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
         raise MediaError(f"ffmpeg audio extraction failed: {result.stderr.strip()[-300:]}")
     partial.replace(target)
-
-
-_MUXERS = {"mp3": "mp3", "m4a": "ipod", "opus": "opus", "flac": "flac", "wav": "wav"}
 
 
 async def ffmpeg_version() -> str:

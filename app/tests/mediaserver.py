@@ -34,6 +34,10 @@ def generate_media(folder: Path, seconds: int = 4) -> Path:
     _ffmpeg("-f", "lavfi", "-i", "nullsrc=size=320x240:rate=25:duration=6,geq=random(1)*255:128:128", *audio,
             "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-b:v", "2M", "-c:a", "aac",
             "-shortest", "-movflags", "+faststart", str(folder / "noise.mp4"))  # fmt: skip
+    # Long audio, tiny picture: extracting its audio keeps FFmpeg busy for a while (cancel in processing).
+    _ffmpeg("-f", "lavfi", "-i", "color=c=black:s=32x32:r=1:d=600", "-f", "lavfi", "-i",
+            "sine=frequency=440:sample_rate=44100:duration=600", "-c:v", "libx264", "-preset", "ultrafast",
+            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", "-shortest", str(folder / "long.mp4"))  # fmt: skip
     hls = folder / "hls"
     hls.mkdir(exist_ok=True)
     _ffmpeg("-i", str(folder / "sample.mp4"), "-c", "copy", "-f", "hls", "-hls_time", "1", "-hls_playlist_type",

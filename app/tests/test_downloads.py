@@ -4,6 +4,7 @@ import asyncio
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -139,6 +140,32 @@ async def test_cancel_kills_the_process_group_and_deletes_files(client, media_se
     await asyncio.sleep(0.5)  # nothing recreates it afterwards
     assert not task_dir.exists()
     assert (await (await client.get(f"/api/status/{task_id}")).json())["status"] == "cancelled"
+
+
+def _is_audio_extraction(pid: int) -> bool:
+    try:
+        return b"audio.mp3.part" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+async def test_cancel_while_ffmpeg_extracts_kills_ffmpeg_too(client, media_server):
+    task_id = await submit(client, media_server.url("/media/long.mp4"), audio_format="mp3", audio_bitrate="best")
+    task_dir = client.settings.media_dir / task_id
+    deadline = time.monotonic() + 30
+    while True:
+        worker = next(iter(worker_pids(os.getpid())), None)
+        group = process_group_members(worker) if worker else []
+        ffmpeg = [pid for pid in group if _is_audio_extraction(pid)]
+        if ffmpeg:
+            break
+        assert time.monotonic() < deadline, "FFmpeg never ran"
+        await asyncio.sleep(0.01)
+    assert (await (await client.get(f"/api/status/{task_id}")).json())["status"] == "processing"
+    body = await (await client.delete(f"/api/tasks/{task_id}")).json()
+    assert body["status"] == "cancelled"
+    assert process_group_members(worker) == []  # yt-dlp's process and its FFmpeg child
+    assert not task_dir.exists()
 
 
 async def test_cancel_queued_task(make_client, media_server):

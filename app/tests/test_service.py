@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import requests
 
 from app.tests.conftest import REPO, children_of, process_group_members, task_worker
 
@@ -53,6 +54,20 @@ def test_stop_mid_download_then_restart_resumes_the_part_file(service_factory, m
     assert done["attempts"] == (1 if signum == signal.SIGTERM else 2)
     assert _resumed_ranges(media_server, mark), "yt-dlp did not continue its .part file"
     restarted.stop()
+
+
+def test_without_ffmpeg_health_is_503_and_audio_tasks_fail_with_the_reason(service_factory, media_server, tmp_path):
+    # The old service reported such tasks completed although the audio never came.
+    empty = tmp_path / "no-ffmpeg"
+    empty.mkdir()
+    service = service_factory(PATH=str(empty))
+    health = requests.get(service.base + "/api/health", timeout=10)
+    assert health.status_code == 503 and health.json()["failing"] == ["ffmpeg"]
+    task_id = service.submit(media_server.url("/media/sample.mp4?noffmpeg=1"))
+    status = service.wait(task_id, lambda s: s["status"] in ("completed", "failed"))
+    assert status["status"] == "failed"
+    assert "not installed or not on PATH" in status["error"]
+    assert status["files"] == {"video": None, "audio": None}
 
 
 def test_sigterm_while_idle_exits_promptly(service_factory):
