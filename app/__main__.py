@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -26,6 +27,8 @@ async def serve(settings) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
+    # Start-up objects live for the whole run: keep them out of every later GC pass.
+    gc.freeze()
     log.info("listening on http://%s:%d (data in %s)", settings.host, settings.port, settings.data_dir.resolve())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
