@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SCENARIOS ?= default python_build
 
-.PHONY: run test lint pytest molecule images
+.PHONY: run test lint pytest molecule images artifacts
 
 $(BIN)/activate: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,10 +27,15 @@ lint: $(BIN)/activate
 pytest: $(BIN)/activate
 	$(BIN)/python -m pytest app/tests
 
+# Base images of the scenarios (debootstrap + docker import; present ones are skipped).
 images:
 	bash molecule/build-images.sh
 
-molecule: $(BIN)/activate images
+# What the python_build scenario serves from its loopback mirrors (downloaded once into .cache/).
+artifacts:
+	bash molecule/python_build/fetch-artifacts.sh
+
+molecule: $(BIN)/activate images artifacts
 	set -e; for scenario in $(SCENARIOS); do \
 	  PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/molecule test -s $$scenario; \
 	done
