@@ -40,9 +40,7 @@ def main():
     parser.add_argument("--rate", type=int, default=0, help="bytes per second, 0 for no limit")
     args = parser.parse_args()
     handler = type("Handler", (ThrottledHandler,), {"delay": args.delay, "rate": args.rate})
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", args.port), functools.partial(handler, directory=args.root)
-    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), functools.partial(handler, directory=args.root))
     server.serve_forever()
 
 

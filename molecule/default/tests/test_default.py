@@ -3,6 +3,7 @@
 import re
 import time
 
+import pytest
 from conftest import SERVICE
 
 INSTALL_DIR = "/opt/video-download-api"
@@ -32,6 +33,13 @@ def test_settings_file_is_readable_only_by_root_and_the_service_group(host):
     settings = host.file("/etc/video-download-api/env")
     assert (settings.user, settings.group, settings.mode) == ("root", "video-api", 0o640)
     assert "VIDEO_API_ALLOW_NETWORKS=127.0.0.1/32" in settings.content_string
+
+
+def test_a_new_enough_system_python_is_used_without_pyenv(host):
+    if host.run("/usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'").rc:
+        pytest.skip("the system Python is below the minimum: the python_build scenario covers this host")
+    assert not host.file("/opt/pyenv").exists
+    assert "home = /usr/bin" in host.file(f"{INSTALL_DIR}/venv/pyvenv.cfg").content_string
 
 
 def test_unit_is_enabled_active_and_runs_as_the_service_user(host):

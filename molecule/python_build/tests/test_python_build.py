@@ -48,15 +48,21 @@ def test_the_fast_mirror_was_chosen(host):
 
 
 def test_probe_ranks_the_mirrors_and_drops_the_closed_port(host):
-    result = probe(host, [
-        {"url": "http://127.0.0.1:8483/ftp/python"},
-        {"url": "http://127.0.0.1:8482/pythons", "layout": "pyenv"},
-        {"url": FAST_MIRROR},
-    ])
+    result = probe(
+        host,
+        [
+            {"url": "http://127.0.0.1:8483/ftp/python"},
+            {"url": "http://127.0.0.1:8482/pythons", "layout": "pyenv"},
+            {"url": FAST_MIRROR},
+        ],
+    )
     print("\nprobes:", *(entry["summary"] for entry in result["probes"]), sep="\n  ")
     assert result["url"].startswith(FAST_MIRROR)
     assert [entry["mirror"] for entry in result["probes"]] == [
-        FAST_MIRROR, "http://127.0.0.1:8482/pythons", "http://127.0.0.1:8483/ftp/python"]
+        FAST_MIRROR,
+        "http://127.0.0.1:8482/pythons",
+        "http://127.0.0.1:8483/ftp/python",
+    ]
     assert "refused" in result["probes"][2]["error"]
 
 
@@ -72,6 +78,11 @@ def test_probe_fails_naming_every_mirror_when_none_answers(host):
 
 
 def probe(host, mirrors):
-    arguments = {"mirrors": mirrors, "version": VERSION, "filename": f"Python-{VERSION}.tgz",
-                 "sha256": "2411c74bda5bbcfcddaf4531f66d1adc73f247f529aee981b029513aefdbf849", "timeout": 5}
+    arguments = {
+        "mirrors": mirrors,
+        "version": VERSION,
+        "filename": f"Python-{VERSION}.tgz",
+        "sha256": "2411c74bda5bbcfcddaf4531f66d1adc73f247f529aee981b029513aefdbf849",
+        "timeout": 5,
+    }
     return host.ansible("python_mirror_probe", json.dumps(arguments), check=False)

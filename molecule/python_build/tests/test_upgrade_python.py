@@ -16,16 +16,29 @@ def upgrade(version):
     environment = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
     environment.pop("ANSIBLE_CALLBACKS_ENABLED", None)  # profile_tasks would write into the JSON
     result = subprocess.run(
-        ["ansible-playbook", "--inventory", str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent),
-         str(PROJECT / "playbooks" / "upgrade_python.yml"), "-e", f"python_version={version}"],
-        capture_output=True, text=True, env=environment, check=False,
+        [
+            "ansible-playbook",
+            "--inventory",
+            str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent),
+            str(PROJECT / "playbooks" / "upgrade_python.yml"),
+            "-e",
+            f"python_version={version}",
+        ],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
     )
     return result.returncode, json.loads(result.stdout)
 
 
 def outcomes(report):
-    return [(task["task"]["name"], outcome) for play in report["plays"] for task in play["tasks"]
-            for outcome in task["hosts"].values()]
+    return [
+        (task["task"]["name"], outcome)
+        for play in report["plays"]
+        for task in play["tasks"]
+        for outcome in task["hosts"].values()
+    ]
 
 
 def failure_message(report):

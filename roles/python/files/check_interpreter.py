@@ -40,13 +40,17 @@ def main():
         venv.create(env_dir, with_pip=True)
         pip_version(env_dir / "bin" / "python")
 
-    print(json.dumps({
-        "version": platform.python_version(),
-        "modules": list(MODULES),
-        "pip": pip,
-        "openssl": loaded["ssl"].OPENSSL_VERSION,
-        "venv": "created with pip",
-    }))
+    print(
+        json.dumps(
+            {
+                "version": platform.python_version(),
+                "modules": list(MODULES),
+                "pip": pip,
+                "openssl": loaded["ssl"].OPENSSL_VERSION,
+                "venv": "created with pip",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
