@@ -2,10 +2,12 @@
 
 import ipaddress
 import os
-from dataclasses import dataclass
+import urllib.parse
+from dataclasses import dataclass, field
 from pathlib import Path
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MIN_TOKEN_LENGTH = 16
 
 
 class ConfigError(ValueError):
@@ -25,6 +27,28 @@ class Settings:
     max_filesize_mb: int = 2048
     allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     log_level: str = "INFO"
+    # Tries of one download before a transient error (reset, timeout, 5xx) fails the task,
+    # the first retry after retry_delay_s, each further one after twice the previous wait.
+    download_attempts: int = 3
+    retry_delay_s: float = 2.0
+    # POST /api/process per client: a token bucket of rate_burst, refilled rate_per_minute a minute
+    # (0: no limit). The client is the peer, or X-Forwarded-For's when the peer is a trusted proxy.
+    rate_per_minute: float = 60.0
+    rate_burst: int = 20
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # Browser origins allowed to call the API (CORS); empty: CORS off; "*": any origin.
+    cors_origins: tuple[str, ...] = ()
+    # Peers allowed to read /metrics.
+    metrics_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    # Bearer tokens any /api/* request but health must carry; empty: no authentication.
+    # Left out of repr() so a logged Settings object never shows them.
+    tokens: tuple[str, ...] = field(default=(), repr=False)
+    # Shared secret that signs callback POSTs (HMAC-SHA256); empty: callback_url is refused.
+    callback_secret: str = field(default="", repr=False)
+    callback_attempts: int = 5
 
     @property
     def db_path(self) -> Path:
@@ -79,6 +103,63 @@ def _networks(env, name: str) -> tuple:
     return tuple(networks)
 
 
+def _origins(env, name: str) -> tuple[str, ...]:
+    origins = []
+    for item in (part.strip() for part in env.get(name, "").split(",")):
+        if not item:
+            continue
+        if item != "*":
+            parts = urllib.parse.urlsplit(item)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
+                raise ConfigError(f"{name}: {item!r} is not an origin like https://app.example.com or *")
+            item = item.lower()
+        origins.append(item)
+    return tuple(origins)
+
+
+def _check_token(token: str, origin: str) -> str:
+    # Messages name where the bad token came from, never the token itself.
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(f"{origin}: a token is shorter than {MIN_TOKEN_LENGTH} characters")
+    if not token.isascii() or not token.isprintable() or " " in token:
+        raise ConfigError(f"{origin}: a token contains spaces or characters other than printable ASCII")
+    return token
+
+
+def _tokens(env) -> tuple[str, ...]:
+    tokens = [_check_token(t.strip(), "VIDEO_API_TOKENS") for t in env.get("VIDEO_API_TOKENS", "").split(",")
+              if t.strip()]  # fmt: skip
+    path = env.get("VIDEO_API_TOKENS_FILE", "").strip()
+    if path:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeError) as exc:
+            raise ConfigError(f"VIDEO_API_TOKENS_FILE={path!r} cannot be read: {exc}") from None
+        # One token a line; blank lines and lines starting with '#' are skipped.
+        file_tokens = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if not file_tokens:
+            raise ConfigError(f"VIDEO_API_TOKENS_FILE={path!r} holds no token")
+        tokens += [_check_token(token, f"VIDEO_API_TOKENS_FILE={path!r}") for token in file_tokens]
+    return tuple(dict.fromkeys(tokens))
+
+
+def _callback_secret(env) -> str:
+    origin, secret = "VIDEO_API_CALLBACK_SECRET", env.get("VIDEO_API_CALLBACK_SECRET", "").strip()
+    path = env.get("VIDEO_API_CALLBACK_SECRET_FILE", "").strip()
+    if path:
+        origin = f"VIDEO_API_CALLBACK_SECRET_FILE={path!r}"
+        try:
+            lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeError) as exc:
+            raise ConfigError(f"{origin} cannot be read: {exc}") from None
+        if not lines:
+            raise ConfigError(f"{origin} holds no secret")
+        secret = lines[0]
+    if secret and len(secret) < MIN_TOKEN_LENGTH:
+        raise ConfigError(f"{origin}: the secret is shorter than {MIN_TOKEN_LENGTH} characters")
+    return secret
+
+
 def load_settings(env=None) -> Settings:
     """Read every setting from env (default os.environ); raise ConfigError on the first bad one."""
     env = os.environ if env is None else env
@@ -99,4 +180,14 @@ def load_settings(env=None) -> Settings:
         max_filesize_mb=_integer(env, "VIDEO_API_MAX_FILESIZE_MB", Settings.max_filesize_mb, 1, 2**30),
         allow_networks=_networks(env, "VIDEO_API_ALLOW_NETWORKS"),
         log_level=log_level,
+        download_attempts=_integer(env, "VIDEO_API_DOWNLOAD_ATTEMPTS", Settings.download_attempts, 1, 20),
+        retry_delay_s=_number(env, "VIDEO_API_RETRY_DELAY_S", Settings.retry_delay_s, 0.0),
+        rate_per_minute=_number(env, "VIDEO_API_RATE_PER_MINUTE", Settings.rate_per_minute, 0.0),
+        rate_burst=_integer(env, "VIDEO_API_RATE_BURST", Settings.rate_burst, 1, 1_000_000),
+        trusted_proxies=_networks(env, "VIDEO_API_TRUSTED_PROXIES"),
+        cors_origins=_origins(env, "VIDEO_API_CORS_ORIGINS"),
+        metrics_networks=_networks(env, "VIDEO_API_METRICS_NETWORKS") or Settings.metrics_networks,
+        tokens=_tokens(env),
+        callback_secret=_callback_secret(env),
+        callback_attempts=_integer(env, "VIDEO_API_CALLBACK_ATTEMPTS", Settings.callback_attempts, 1, 20),
     )

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from app import worker
 from app.config import Settings
+from app.metrics import Metrics
 from app.store import ACTIVE, RUNNING, TaskStore
 
 # A task whose worker dies (or whose service dies under it) this many times fails for good.
@@ -54,9 +55,10 @@ def _kill_group(pid: int) -> None:
 
 
 class Manager:
-    def __init__(self, settings: Settings, store: TaskStore):
+    def __init__(self, settings: Settings, store: TaskStore, metrics: Metrics):
         self.settings = settings
         self.store = store
+        self.metrics = metrics
         self._running: dict[str, _Running] = {}
         self._wakeup = asyncio.Event()
         self._stopping = False
@@ -99,6 +101,7 @@ class Manager:
                       "eta": None}  # fmt: skip
             if await self.store.update(task_id, fields):
                 log.info("task %s %s -> cancelled", task_id, task["status"])
+                self.metrics.task_finished("cancelled")
         running = self._running.get(task_id)
         if running is not None:
             running.ended = True
@@ -157,6 +160,8 @@ class Manager:
             "max_filesize": self.settings.max_filesize_bytes,
             "allow_networks": [str(network) for network in self.settings.allow_networks],
             "log_level": self.settings.log_level,
+            "download_attempts": self.settings.download_attempts,
+            "retry_delay": self.settings.retry_delay_s,
         }
         parent_conn, child_conn = self._context.Pipe()
         process = self._context.Process(target=worker.run, args=(spec, child_conn), name=f"task-{task['id']}")
@@ -222,6 +227,10 @@ class Manager:
                 log.info("task %s downloading -> processing", task_id)
                 running.status = "processing"
             await self.store.update(task_id, fields, only_if=RUNNING)
+        elif kind == "retry":
+            log.info("task %s: %s", task_id, report["message"])
+            await self.store.update(task_id, {"message": report["message"], "speed": None, "eta": None},
+                                    only_if=RUNNING)  # fmt: skip
         elif kind == "done":
             running.ended = True
             await self._complete(task_id, report)
@@ -242,6 +251,8 @@ class Manager:
         await self.store.update(task_id, {"video_info": report["video_info"]}, only_if=RUNNING)
         if await self.store.complete(task_id, files):
             log.info("task %s processing -> completed (%s)", task_id, ", ".join(f["kind"] for f in files))
+            task = await self.store.get(task_id)
+            self.metrics.task_finished("completed", report.get("timings"), task["downloaded_bytes"] or 0)
         else:
             await asyncio.to_thread(shutil.rmtree, task_dir, ignore_errors=True)
 
@@ -250,6 +261,7 @@ class Manager:
                   "speed": None, "eta": None}  # fmt: skip
         if await self.store.update(task_id, fields):
             log.info("task %s -> failed: %s", task_id, reason)
+            self.metrics.task_finished("failed")
         # A failed task is final: its partial files would only take space.
         await self._delete_files(task_id, "task failed")
 

@@ -1,6 +1,8 @@
 """HTTP API: routes, request validation, JSON errors. Keeps the old service's paths and fields."""
 
 import asyncio
+import hashlib
+import hmac
 import importlib.metadata
 import json
 import logging
@@ -9,15 +11,19 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 import urllib.parse
 from datetime import UTC, datetime
 
 from aiohttp import web
 
 import app
-from app import guard, media
+from app import guard, media, openapi, ratelimit
+from app.callbacks import Callbacks
 from app.config import Settings
+from app.events import EventHub, PublishingStore
 from app.manager import Manager
+from app.metrics import Metrics
 from app.retention import Retention
 from app.store import STATUSES, QueueFullError, SQLiteTaskStore, TaskStore
 
@@ -38,6 +44,10 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", TaskStore)
 MANAGER = web.AppKey("manager", Manager)
 RETENTION = web.AppKey("retention", Retention)
+RATE_LIMITER = web.AppKey("rate_limiter", ratelimit.RateLimiter)
+METRICS = web.AppKey("metrics", Metrics)
+EVENTS = web.AppKey("events", EventHub)
+SSE_KEEPALIVE_S = 15.0
 log = logging.getLogger("app.web")
 routes = web.RouteTableDef()
 
@@ -67,6 +77,86 @@ async def json_errors(request: web.Request, handler):
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _error_response(500, "internal_error", "internal server error")
+
+
+PUBLIC_API_PATHS = frozenset({"/api/health"})
+TOKEN_DIGESTS = web.AppKey("token_digests", tuple)
+
+
+def _digest(token: bytes) -> bytes:
+    # Fixed-length digests, so the constant-time compare does not even reveal a token's length.
+    return hashlib.sha256(token).digest()
+
+
+@web.middleware
+async def require_token(request: web.Request, handler):
+    digests = request.app[TOKEN_DIGESTS]
+    if digests and request.path.startswith("/api/") and request.path not in PUBLIC_API_PATHS:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        given_digest = _digest(given.strip().encode())
+        # Compare with every token, without stopping at a match, so timing says nothing.
+        matched = False
+        for digest in digests:
+            matched |= hmac.compare_digest(given_digest, digest)
+        if scheme.lower() != "bearer" or not given.strip() or not matched:
+            raise ApiError(401, "unauthorized", "a valid token is required: Authorization: Bearer <token>",
+                           {"WWW-Authenticate": 'Bearer realm="video-download-api"'})  # fmt: skip
+    return await handler(request)
+
+
+@web.middleware
+async def count_requests(request: web.Request, handler):
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        request.app[METRICS].observe_request(request, status, time.perf_counter() - started)
+
+
+CORS_ALLOW_METHODS = "GET, POST, DELETE"
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID"
+CORS_EXPOSE_HEADERS = "Location, Retry-After, Content-Disposition"
+CORS_MAX_AGE_S = 600
+
+
+def _allowed_origin(request: web.Request) -> str | None:
+    """The Access-Control-Allow-Origin value for this request, or None (CORS off or origin not listed)."""
+    origins = request.app[SETTINGS].cors_origins
+    origin = request.headers.get("Origin", "")
+    if not origins or not origin:
+        return None
+    if "*" in origins:
+        return "*"
+    return origin if origin.lower() in origins else None
+
+
+@web.middleware
+async def cors(request: web.Request, handler):
+    # Tokens travel in the Authorization header, not in cookies, so Allow-Credentials is never
+    # sent: "*" can never be combined with credentials.
+    allowed = _allowed_origin(request)
+    preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+    if preflight and allowed:
+        response = web.Response(status=204)
+        response.headers.update({"Access-Control-Allow-Methods": CORS_ALLOW_METHODS,
+                                 "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
+                                 "Access-Control-Max-Age": str(CORS_MAX_AGE_S)})  # fmt: skip
+        return response
+    return await handler(request)
+
+
+async def _cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    # A signal, not the middleware: streamed responses (events, files) send their headers early.
+    allowed = _allowed_origin(request)
+    if allowed:
+        response.headers["Access-Control-Allow-Origin"] = allowed
+        if request.method != "OPTIONS":
+            response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
+    if request.app[SETTINGS].cors_origins and allowed != "*":
+        response.headers.add("Vary", "Origin")
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -100,10 +190,10 @@ def task_view(task: dict) -> dict:
 
 
 def _validate_options(body: dict) -> dict:
-    unknown = sorted(set(body) - set(OPTION_DEFAULTS) - {"url"})
+    unknown = sorted(set(body) - set(OPTION_DEFAULTS) - {"url", "callback_url"})
     if unknown:
         raise ApiError(422, "unknown_option", f"unknown option(s): {', '.join(unknown)}")
-    options = {**OPTION_DEFAULTS, **{k: v for k, v in body.items() if k != "url"}}
+    options = {**OPTION_DEFAULTS, **{k: v for k, v in body.items() if k not in ("url", "callback_url")}}
     for flag in ("extract_audio", "keep_video"):
         if not isinstance(options[flag], bool):
             raise ApiError(422, "invalid_option", f"{flag} must be true or false")
@@ -131,12 +221,12 @@ def _validate_options(body: dict) -> dict:
     return options
 
 
-async def _check_url(url, settings: Settings) -> str:
+async def _check_url(url, settings: Settings, name: str = "url") -> str:
     if not isinstance(url, str) or not url.strip():
-        raise ApiError(422, "invalid_url", "url must be a non-empty string")
+        raise ApiError(422, "invalid_url", f"{name} must be a non-empty string")
     url = url.strip()
     if len(url) > MAX_URL_LENGTH:
-        raise ApiError(422, "invalid_url", f"url is longer than {MAX_URL_LENGTH} characters")
+        raise ApiError(422, "invalid_url", f"{name} is longer than {MAX_URL_LENGTH} characters")
     try:
         host = guard.check_url_syntax(url)
     except guard.BlockedAddressError as exc:
@@ -183,19 +273,32 @@ async def index(request: web.Request) -> web.Response:
     endpoints = {
         "GET /api/health": "service health and versions",
         "POST /api/process": "queue a download: {url, extract_audio, keep_video, video_quality, audio_format,"
-        " audio_bitrate}",
+        " audio_bitrate, callback_url}",
         "GET /api/status/{task_id}": "task status and progress",
         "GET /api/download/{file_id}": "a produced file (supports Range)",
         "DELETE /api/tasks/{task_id}": "cancel a task and delete its files",
         "GET /api/tasks": "counts and a page of tasks (limit, offset, status)",
+        "GET /api/tasks/{task_id}/events": "Server-Sent Events: progress and status until the task ends"
+        " (Last-Event-ID resumes)",
         "GET /api/storage/info": "disk use of the media folder",
         "POST /api/storage/cleanup": "run retention now",
+        "GET /metrics": "Prometheus metrics (from VIDEO_API_METRICS_NETWORKS only)",
+        "GET /api/openapi.json": "OpenAPI 3.1 description of this API",
     }
     return web.json_response({"service": "video-download-api", "version": app.__version__, "endpoints": endpoints})
 
 
 @routes.post("/api/process")
 async def process(request: web.Request) -> web.Response:
+    limiter = request.app.get(RATE_LIMITER)
+    if limiter is not None:
+        settings = request.app[SETTINGS]
+        client = ratelimit.client_address(request.remote, request.headers.getall("X-Forwarded-For", []),
+                                          settings.trusted_proxies)  # fmt: skip
+        wait = limiter.acquire(client)
+        if wait:
+            raise ApiError(429, "rate_limited", f"too many new tasks from {client}; try again in {wait} s",
+                           {"Retry-After": str(wait)})  # fmt: skip
     try:
         body = await request.json(loads=_strict_json)
     except ValueError as exc:
@@ -206,6 +309,11 @@ async def process(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_url", "url is required")
     options = _validate_options(body)
     url = await _check_url(body["url"], request.app[SETTINGS])
+    if body.get("callback_url") is not None:
+        if not request.app[SETTINGS].callback_secret:
+            raise ApiError(422, "callbacks_disabled", "callback_url needs VIDEO_API_CALLBACK_SECRET on the service")
+        # The same guard as downloads: the service will connect there.
+        options["callback_url"] = await _check_url(body["callback_url"], request.app[SETTINGS], "callback_url")
     try:
         task, created = await request.app[MANAGER].submit(url, options)
     except QueueFullError:
@@ -236,6 +344,26 @@ async def status(request: web.Request) -> web.Response:
 async def delete_task(request: web.Request) -> web.Response:
     task = await request.app[MANAGER].cancel(await _get_task(request))
     return web.json_response({**task_view(task), "message": f"task {task['status']}; its files are deleted"})
+
+
+@routes.get("/api/tasks/{task_id}/events")
+async def task_events(request: web.Request) -> web.StreamResponse:
+    task = await _get_task(request)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})  # fmt: skip
+    await response.prepare(request)
+    # A reconnecting browser waits this long (ms) before trying again.
+    await response.write(b"retry: 2000\n\n")
+    events = request.app[EVENTS].follow(task["id"], request.headers.get("Last-Event-ID"), request.app[STORE],
+                                        SSE_KEEPALIVE_S)  # fmt: skip
+    async for event in events:
+        if event is None:
+            await response.write(b": keep-alive\n\n")
+        else:
+            data = json.dumps(task_view(event.task), separators=(",", ":"))
+            await response.write(f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n".encode())
+    await response.write_eof()
+    return response
 
 
 @routes.get("/api/tasks")
@@ -325,6 +453,23 @@ def _probe_writable(folder) -> None:
         pass
 
 
+@routes.get("/api/openapi.json")
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(openapi.DOCUMENT)
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    peer = request.remote or ""
+    if not ratelimit.address_in(peer, settings.metrics_networks):
+        raise ApiError(403, "forbidden", f"/metrics is not open to {peer} (VIDEO_API_METRICS_NETWORKS)")
+    counts = await request.app[STORE].counts()
+    _, used = await request.app[STORE].live_bytes()
+    disk = await asyncio.to_thread(shutil.disk_usage, settings.media_dir)
+    return request.app[METRICS].render(counts, request.app[MANAGER].running_count, used, disk.free)
+
+
 @routes.get("/api/storage/info")
 async def storage_info(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
@@ -350,22 +495,38 @@ async def storage_cleanup(request: web.Request) -> web.Response:
 
 async def _services(application: web.Application):
     settings = application[SETTINGS]
-    store = SQLiteTaskStore(settings.db_path)
-    manager = Manager(settings, store)
+    store = PublishingStore(SQLiteTaskStore(settings.db_path), application[EVENTS])
+    manager = Manager(settings, store, application[METRICS])
     application[STORE] = store
     application[MANAGER] = manager
     application[RETENTION] = Retention(settings, store)
+    callbacks = Callbacks(settings, task_view)
+    application[EVENTS].listeners.append(callbacks.on_task)
     await manager.start()
     retention_task = asyncio.create_task(application[RETENTION].run_periodically())
     yield
     retention_task.cancel()
     await manager.shutdown()
+    await callbacks.close()
     await store.close()
 
 
+async def _end_event_streams(application: web.Application) -> None:
+    application[EVENTS].close()
+
+
 def create_app(settings: Settings) -> web.Application:
-    application = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
+    application = web.Application(
+        middlewares=[count_requests, cors, json_errors, require_token], client_max_size=MAX_BODY_BYTES
+    )
     application[SETTINGS] = settings
+    application[METRICS] = Metrics()
+    application[EVENTS] = EventHub()
+    application.on_response_prepare.append(_cors_headers)
+    application.on_shutdown.append(_end_event_streams)
+    if settings.rate_per_minute > 0:
+        application[RATE_LIMITER] = ratelimit.RateLimiter(settings.rate_per_minute, settings.rate_burst)
+    application[TOKEN_DIGESTS] = tuple(_digest(token.encode()) for token in settings.tokens)
     application.add_routes(routes)
     application.cleanup_ctx.append(_services)
     return application

@@ -17,11 +17,15 @@ import yt_dlp.extractor
 import yt_dlp.extractor.generic
 import yt_dlp.postprocessor
 import yt_dlp.postprocessor.ffmpeg
+from yt_dlp.networking.exceptions import CertificateVerifyError, HTTPError, TransportError
 from yt_dlp.utils import DownloadError
 
-from app import media
+from app import guard, media
 
 PROGRESS_INTERVAL_S = 0.25
+# Answers that say "try again later"; every other HTTP error status is final.
+TRANSIENT_HTTP_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+MAX_RETRY_DELAY_S = 60.0
 log = logging.getLogger("app.worker")
 
 
@@ -184,12 +188,23 @@ def download(spec: dict, report) -> dict:
         "postprocessor_hooks": [postprocessor_hook],
         "updatetime": False,
     }
-    try:
-        with yt_dlp.YoutubeDL(params) as ydl:
-            ydl.add_post_processor(progress, when="before_dl")
-            info = ydl.extract_info(spec["url"], download=True)
-    except DownloadError as exc:
-        raise TaskError(_clean_error(str(exc))) from None
+    started = time.monotonic()
+    attempts, delay = spec["download_attempts"], spec["retry_delay"]
+    for attempt in range(1, attempts + 1):
+        try:
+            with yt_dlp.YoutubeDL(params) as ydl:
+                ydl.add_post_processor(progress, when="before_dl")
+                info = ydl.extract_info(spec["url"], download=True)
+            break
+        except DownloadError as exc:
+            message = _clean_error(str(exc))
+            if attempt == attempts or not is_transient(exc):
+                raise TaskError(message) from None
+            wait = min(delay * 2 ** (attempt - 1), MAX_RETRY_DELAY_S)
+            report({"type": "retry", "message": f"transient error, retry {attempt} of {attempts - 1} in {wait:g} s:"
+                                               f" {message}"})  # fmt: skip
+            # A retry resumes the .part file (continuedl), it does not start over.
+            time.sleep(wait)
     if info and info.get("_type") == "playlist":
         info = next(iter(info.get("entries") or []), None)
     downloads = (info or {}).get("requested_downloads") or []
@@ -208,6 +223,7 @@ def download(spec: dict, report) -> dict:
             f"file is larger than the limit of {spec['max_filesize'] // (1024 * 1024)} MB (VIDEO_API_MAX_FILESIZE_MB)"
         )
 
+    timings = {"download_s": time.monotonic() - started, "extract_s": None}
     report({"type": "processing", "message": "checking files", "video_info": _video_info(info)})
     title = info.get("title") or "download"
     files = []
@@ -215,7 +231,9 @@ def download(spec: dict, report) -> dict:
         report({"type": "processing", "message": f"extracting audio ({options['audio_format']})"})
         audio_path = task_dir / f"audio.{options['audio_format']}"
         try:
+            extract_started = time.monotonic()
             media.extract_audio(video_path, audio_path, options["audio_format"], options["audio_bitrate"])
+            timings["extract_s"] = time.monotonic() - extract_started
             media.verify(audio_path, "audio")
         except media.MediaError as exc:
             raise TaskError(str(exc)) from None
@@ -230,7 +248,32 @@ def download(spec: dict, report) -> dict:
         video_path.unlink()
     for file in files:
         file["size"] = (task_dir / file["file"]).stat().st_size
-    return {"files": files, "video_info": _video_info(info)}
+    return {"files": files, "video_info": _video_info(info), "timings": timings}
+
+
+def is_transient(error: BaseException) -> bool:
+    """True when a failed download is worth trying again: connection reset or refused, timeouts,
+    HTTP 5xx/408/429. Refused addresses, TLS certificate errors, other HTTP errors (404, 403),
+    unsupported URLs and size limits are final."""
+    if guard.refused:
+        return False
+    pending, seen = [error], set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, TaskError | guard.BlockedAddressError | CertificateVerifyError):
+            return False
+        if isinstance(current, HTTPError):
+            return current.status in TRANSIENT_HTTP_STATUSES
+        if isinstance(current, TransportError | TimeoutError | ConnectionError):
+            return True
+        # yt-dlp keeps the original exception in exc_info (DownloadError, ExtractorError) or cause.
+        exc_info = getattr(current, "exc_info", None)
+        pending += [exc_info[1] if exc_info else None, getattr(current, "cause", None), current.__cause__,
+                    current.__context__]  # fmt: skip
+    return False
 
 
 def _clean_error(message: str) -> str:

@@ -1,6 +1,9 @@
 """A local media server for tests and benchmarks: ffmpeg-generated files on 127.0.0.1 only."""
 
 import asyncio
+import collections
+import socket
+import struct
 import subprocess
 import threading
 from pathlib import Path
@@ -58,11 +61,15 @@ class MediaServer:
     /redirect-blocked             302 to the same file on 127.0.0.2 (a blocked address)
     /page-blocked.html            a page embedding a <video> on 127.0.0.2
     /hls-blocked.m3u8             the HLS playlist with its segments on 127.0.0.2
+    /flaky/<key>/<name>?fails=2&mode=503|reset
+                                  the first `fails` requests of each key fail (HTTP 503, or a TCP
+                                  reset), later ones serve the file
     """
 
     def __init__(self, folder: Path):
         self.folder = folder
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        self.flaky_hits: collections.Counter = collections.Counter()
         self.port = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -86,6 +93,7 @@ class MediaServer:
         application.router.add_get("/page-blocked.html", self._page_blocked)
         application.router.add_get("/hls-blocked.m3u8", self._hls_blocked)
         application.router.add_get("/slow/{name:.+}", self._slow)
+        application.router.add_get("/flaky/{key}/{name:.+}", self._flaky)
         application.router.add_static("/media", self.folder)
         self._runner = web.AppRunner(application, access_log=None)
         await self._runner.setup()
@@ -111,6 +119,22 @@ class MediaServer:
         base = f"http://{BLOCKED_HOST}:{self.port}/media/hls/"
         lines = [base + line if line.endswith(".ts") else line for line in playlist.splitlines()]
         return web.Response(text="\n".join(lines) + "\n", content_type="application/vnd.apple.mpegurl")
+
+    async def _flaky(self, request):
+        key = request.match_info["key"]
+        self.flaky_hits[key] += 1
+        if self.flaky_hits[key] > int(request.query.get("fails", "2")):
+            path = (self.folder / request.match_info["name"]).resolve()
+            if not path.is_relative_to(self.folder.resolve()) or not path.is_file():
+                raise web.HTTPNotFound()
+            return web.FileResponse(path)
+        if request.query.get("mode") == "reset":
+            # SO_LINGER 0: close() sends a RST, what the client sees as "connection reset by peer".
+            sock = request.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            request.transport.abort()
+            raise web.HTTPServiceUnavailable()  # never reaches the closed connection
+        raise web.HTTPServiceUnavailable(text="try again later")
 
     async def _slow(self, request):
         path = (self.folder / request.match_info["name"]).resolve()

@@ -161,7 +161,8 @@ async def test_cancel_while_ffmpeg_extracts_kills_ffmpeg_too(client, media_serve
             break
         assert time.monotonic() < deadline, "FFmpeg never ran"
         await asyncio.sleep(0.01)
-    assert (await (await client.get(f"/api/status/{task_id}")).json())["status"] == "processing"
+    # The worker's "processing" report was sent before FFmpeg started; the service may still be storing it.
+    assert (await wait_status(client, task_id, ("processing",), timeout=10))["status"] == "processing"
     body = await (await client.delete(f"/api/tasks/{task_id}")).json()
     assert body["status"] == "cancelled"
     assert process_group_members(worker) == []  # yt-dlp's process and its FFmpeg child
