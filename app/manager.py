@@ -257,13 +257,14 @@ class Manager:
             await asyncio.to_thread(shutil.rmtree, task_dir, ignore_errors=True)
 
     async def _fail(self, task_id: str, reason: str) -> None:
+        # A failed task is final: its partial files would only take space. Deleted before the status
+        # says failed, so no client sees a failed task that still has files on disk.
+        await self._delete_files(task_id, "task failed")
         fields = {"status": "failed", "error": reason, "message": "failed", "finished_at": time.time(),
                   "speed": None, "eta": None}  # fmt: skip
         if await self.store.update(task_id, fields):
             log.info("task %s -> failed: %s", task_id, reason)
             self.metrics.task_finished("failed")
-        # A failed task is final: its partial files would only take space.
-        await self._delete_files(task_id, "task failed")
 
     async def _worker_died(self, running: _Running, exitcode: int | None) -> None:
         task_id = running.task["id"]

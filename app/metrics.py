@@ -1,8 +1,13 @@
-"""Prometheus metrics of one service instance, in a registry of its own (several apps may share a process in tests)."""
+"""Prometheus metrics of one service instance (several apps may share a process in tests).
+
+Counted in plain Python and handed to prometheus-client only when /metrics is read: the client and
+its exposition modules (about 1.1 MB of RSS) are imported on the first scrape instead of by every
+idle service, and counting a request is a dict update instead of labels() with its lock.
+"""
+
+import bisect
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from app.store import STATUSES
 
@@ -11,36 +16,40 @@ DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
+class _Histogram:
+    def __init__(self, buckets: tuple):
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # Bucket "le" b counts values <= b: the first bound not below the value.
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.sum += value
+
+    def add_to(self, family, labels: list) -> None:
+        from prometheus_client.utils import floatToGoString
+
+        cumulative, total = [], 0
+        for bound, count in zip((*map(floatToGoString, self.buckets), "+Inf"), self.counts, strict=True):
+            total += count
+            cumulative.append((bound, total))
+        family.add_metric(labels, cumulative, self.sum)
+
+
 class Metrics:
     def __init__(self):
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.tasks = Gauge("video_api_tasks", "Stored tasks by status.", ["status"], registry=r)
-        self.queue_depth = Gauge("video_api_queue_depth", "Tasks waiting for a worker.", registry=r)
-        self.workers = Gauge("video_api_workers_running", "Worker processes running a download.", registry=r)
-        self.downloaded_bytes = Counter("video_api_downloaded_bytes", "Bytes downloaded by completed tasks.",
-                                        registry=r)  # fmt: skip
-        self.finished = Counter("video_api_tasks_finished", "Tasks that ended, by final status.", ["status"],
-                                registry=r)  # fmt: skip
-        self.download_seconds = Histogram("video_api_download_duration_seconds",
-                                          "Download time of completed tasks (retries included).",
-                                          buckets=DURATION_BUCKETS, registry=r)  # fmt: skip
-        self.extract_seconds = Histogram("video_api_extraction_duration_seconds",
-                                         "Audio extraction time (FFmpeg) of completed tasks.",
-                                         buckets=DURATION_BUCKETS, registry=r)  # fmt: skip
-        self.disk_used = Gauge("video_api_media_used_bytes", "Bytes of the media files kept.", registry=r)
-        self.disk_free = Gauge("video_api_disk_free_bytes", "Free bytes on the data file system.", registry=r)
-        self.http_requests = Counter("video_api_http_requests", "HTTP requests by route and status.",
-                                     ["method", "route", "status"], registry=r)  # fmt: skip
-        self.http_seconds = Histogram("video_api_http_request_duration_seconds", "HTTP request latency by route.",
-                                      ["method", "route"], buckets=HTTP_BUCKETS, registry=r)  # fmt: skip
-        for status in STATUSES:
-            self.tasks.labels(status)
+        self.downloaded_bytes = 0
+        self.finished: dict[str, int] = {}
+        self.download_seconds = _Histogram(DURATION_BUCKETS)
+        self.extract_seconds = _Histogram(DURATION_BUCKETS)
+        self.http_requests: dict[tuple[str, str, int], int] = {}
+        self.http_seconds: dict[tuple[str, str], _Histogram] = {}
 
     def task_finished(self, status: str, timings: dict | None = None, downloaded_bytes: int = 0) -> None:
-        self.finished.labels(status).inc()
+        self.finished[status] = self.finished.get(status, 0) + 1
         if status == "completed":
-            self.downloaded_bytes.inc(downloaded_bytes)
+            self.downloaded_bytes += downloaded_bytes
             timings = timings or {}
             if timings.get("download_s") is not None:
                 self.download_seconds.observe(timings["download_s"])
@@ -51,16 +60,64 @@ class Metrics:
         resource = request.match_info.route.resource
         # The route's pattern, not the path: ids must not create a label value each.
         route = resource.canonical if resource is not None else "unmatched"
-        self.http_requests.labels(request.method, route, str(status)).inc()
-        self.http_seconds.labels(request.method, route).observe(seconds)
+        key = (request.method, route, status)
+        self.http_requests[key] = self.http_requests.get(key, 0) + 1
+        histogram = self.http_seconds.get(key[:2])
+        if histogram is None:
+            histogram = self.http_seconds[key[:2]] = _Histogram(HTTP_BUCKETS)
+        histogram.observe(seconds)
 
     def render(self, counts: dict, running: int, used_bytes: int, free_bytes: int) -> web.Response:
+        from prometheus_client import generate_latest
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+        tasks = GaugeMetricFamily("video_api_tasks", "Stored tasks by status.", labels=["status"])
         for status in STATUSES:
-            self.tasks.labels(status).set(counts.get(status, 0))
-        self.queue_depth.set(counts.get("queued", 0))
-        self.workers.set(running)
-        self.disk_used.set(used_bytes)
-        self.disk_free.set(free_bytes)
-        response = web.Response(body=generate_latest(self.registry))
+            tasks.add_metric([status], counts.get(status, 0))
+        finished = CounterMetricFamily("video_api_tasks_finished", "Tasks that ended, by final status.",
+                                       labels=["status"])  # fmt: skip
+        for status, n in self.finished.items():
+            finished.add_metric([status], n)
+        download_seconds = HistogramMetricFamily("video_api_download_duration_seconds",
+                                                 "Download time of completed tasks (retries included).")  # fmt: skip
+        self.download_seconds.add_to(download_seconds, [])
+        extract_seconds = HistogramMetricFamily("video_api_extraction_duration_seconds",
+                                                "Audio extraction time (FFmpeg) of completed tasks.")  # fmt: skip
+        self.extract_seconds.add_to(extract_seconds, [])
+        requests = CounterMetricFamily("video_api_http_requests", "HTTP requests by route and status.",
+                                       labels=["method", "route", "status"])  # fmt: skip
+        for (method, route, status), n in self.http_requests.items():
+            requests.add_metric([method, route, str(status)], n)
+        latency = HistogramMetricFamily("video_api_http_request_duration_seconds", "HTTP request latency by route.",
+                                        labels=["method", "route"])  # fmt: skip
+        for labels, histogram in self.http_seconds.items():
+            histogram.add_to(latency, list(labels))
+        families = [
+            tasks,
+            GaugeMetricFamily("video_api_queue_depth", "Tasks waiting for a worker.", counts.get("queued", 0)),
+            GaugeMetricFamily("video_api_workers_running", "Worker processes running a download.", running),
+            CounterMetricFamily(
+                "video_api_downloaded_bytes", "Bytes downloaded by completed tasks.", self.downloaded_bytes
+            ),
+            finished,
+            download_seconds,
+            extract_seconds,
+            GaugeMetricFamily("video_api_media_used_bytes", "Bytes of the media files kept.", used_bytes),
+            GaugeMetricFamily("video_api_disk_free_bytes", "Free bytes on the data file system.", free_bytes),
+            requests,
+            latency,
+        ]
+        response = web.Response(body=generate_latest(_Families(families)))
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
+
+
+class _Families:
+    """What generate_latest() reads from a registry: collect() yielding the metric families."""
+
+    def __init__(self, families: list):
+        self.families = families
+
+    def collect(self):
+        return self.families

@@ -1,9 +1,10 @@
 """HTTP API: routes, request validation, JSON errors. Keeps the old service's paths and fields."""
 
 import asyncio
+import functools
 import hashlib
 import hmac
-import importlib.metadata
+import importlib.util
 import json
 import logging
 import platform
@@ -14,11 +15,13 @@ import tempfile
 import time
 import urllib.parse
 from datetime import UTC, datetime
+from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
 import app
-from app import guard, media, openapi, ratelimit
+from app import guard, media, ratelimit
 from app.callbacks import Callbacks
 from app.config import Settings
 from app.events import EventHub, PublishingStore
@@ -90,13 +93,12 @@ def _digest(token: bytes) -> bytes:
 
 @web.middleware
 async def require_token(request: web.Request, handler):
-    digests = request.app[TOKEN_DIGESTS]
-    if digests and request.path.startswith("/api/") and request.path not in PUBLIC_API_PATHS:
+    if request.path.startswith("/api/") and request.path not in PUBLIC_API_PATHS:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         given_digest = _digest(given.strip().encode())
         # Compare with every token, without stopping at a match, so timing says nothing.
         matched = False
-        for digest in digests:
+        for digest in request.app[TOKEN_DIGESTS]:
             matched |= hmac.compare_digest(given_digest, digest)
         if scheme.lower() != "bearer" or not given.strip() or not matched:
             raise ApiError(401, "unauthorized", "a valid token is required: Authorization: Bearer <token>",
@@ -123,10 +125,10 @@ CORS_MAX_AGE_S = 600
 
 
 def _allowed_origin(request: web.Request) -> str | None:
-    """The Access-Control-Allow-Origin value for this request, or None (CORS off or origin not listed)."""
+    """The Access-Control-Allow-Origin value for this request, or None (no Origin, or not listed)."""
     origins = request.app[SETTINGS].cors_origins
     origin = request.headers.get("Origin", "")
-    if not origins or not origin:
+    if not origin:
         return None
     if "*" in origins:
         return "*"
@@ -155,7 +157,7 @@ async def _cors_headers(request: web.Request, response: web.StreamResponse) -> N
         response.headers["Access-Control-Allow-Origin"] = allowed
         if request.method != "OPTIONS":
             response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
-    if request.app[SETTINGS].cors_origins and allowed != "*":
+    if allowed != "*":
         response.headers.add("Vary", "Origin")
 
 
@@ -411,8 +413,7 @@ async def download(request: web.Request) -> web.StreamResponse:
 async def health(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     checks = {}
-    versions = {"app": app.__version__, "yt_dlp": importlib.metadata.version("yt-dlp"),
-                "aiohttp": importlib.metadata.version("aiohttp"), "python": platform.python_version()}  # fmt: skip
+    versions = dict(_static_versions())
     try:
         await request.app[STORE].ping()
         checks["database"] = {"ok": True}
@@ -448,6 +449,18 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if healthy else 503)
 
 
+@functools.cache
+def _static_versions() -> dict:
+    # yt_dlp/version.py holds only constants: run alone, it gives the version without importing
+    # yt-dlp into the main process, and without importlib.metadata (~1.4 MB of RSS for two lookups).
+    package_dir = importlib.util.find_spec("yt_dlp").submodule_search_locations[0]
+    spec = importlib.util.spec_from_file_location("yt_dlp_version", Path(package_dir) / "version.py")
+    yt_dlp_version = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(yt_dlp_version)
+    return {"app": app.__version__, "yt_dlp": yt_dlp_version.__version__, "aiohttp": aiohttp.__version__,
+            "python": platform.python_version()}  # fmt: skip
+
+
 def _probe_writable(folder) -> None:
     with tempfile.NamedTemporaryFile(dir=folder, prefix=".health-"):
         pass
@@ -455,6 +468,9 @@ def _probe_writable(folder) -> None:
 
 @routes.get("/api/openapi.json")
 async def openapi_document(request: web.Request) -> web.Response:
+    # Imported on first use: the document is rarely asked for, and the idle service need not hold it.
+    from app import openapi
+
     return web.json_response(openapi.DOCUMENT)
 
 
@@ -516,13 +532,20 @@ async def _end_event_streams(application: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    application = web.Application(
-        middlewares=[count_requests, cors, json_errors, require_token], client_max_size=MAX_BODY_BYTES
-    )
+    # CORS and token checks are left out of the chain when not configured: every request would
+    # pay for them, and without settings they do nothing.
+    middlewares = [count_requests]
+    if settings.cors_origins:
+        middlewares.append(cors)
+    middlewares.append(json_errors)
+    if settings.tokens:
+        middlewares.append(require_token)
+    application = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     application[SETTINGS] = settings
     application[METRICS] = Metrics()
     application[EVENTS] = EventHub()
-    application.on_response_prepare.append(_cors_headers)
+    if settings.cors_origins:
+        application.on_response_prepare.append(_cors_headers)
     application.on_shutdown.append(_end_event_streams)
     if settings.rate_per_minute > 0:
         application[RATE_LIMITER] = ratelimit.RateLimiter(settings.rate_per_minute, settings.rate_burst)

@@ -1,6 +1,6 @@
 """Benchmarks of the service (prints figures; not a test).
 
-    .venv/bin/python bench/service_bench.py [--only api,rss,churn,wall] [--big-mb 200]
+    .venv/bin/python bench/service_bench.py [--only api,rss,churn,wall] [--targets status,list50,...] [--big-mb 200]
 
 api    GET /api/status and GET /api/tasks?limit=50 with 100,000 stored tasks at 1/16/64 connections,
        and list latency with 1,000 vs 100,000 tasks (cost must not grow with the table)
@@ -180,7 +180,10 @@ def load_wrk(base: str, paths: list[str], connections: int, seconds: float, work
     return figures
 
 
-def bench_api(work: Path, seconds: float) -> None:
+API_TARGETS = ("status", "list50", "list50-failed")
+
+
+def bench_api(work: Path, seconds: float, wanted: set) -> None:
     use_wrk = shutil.which("wrk") is not None
     generator = "wrk, 1 thread" if use_wrk else "aiohttp client in this process (install wrk for better figures)"
     print(f"== API with stored tasks; load generator: {generator}; it shares the 2 cores ==")
@@ -192,6 +195,7 @@ def bench_api(work: Path, seconds: float) -> None:
         with Service(data) as service:
             targets = {"status": [f"/api/status/{task_id}" for task_id in ids], "list50": ["/api/tasks?limit=50"],
                        "list50-failed": ["/api/tasks?limit=50&status=failed"]}  # fmt: skip
+            targets = {name: paths for name, paths in targets.items() if name in wanted}
             levels = (1, 16, 64) if count == 100_000 else (1,)
             for name, paths in targets.items():
                 asyncio.run(load(service.base, paths, 4, 0.5))  # warm up
@@ -328,6 +332,7 @@ def bench_wall(work: Path, media: MediaServer, big_mb: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="api,rss,churn,wall")
+    parser.add_argument("--targets", default=",".join(API_TARGETS), help="api section: which endpoints")
     parser.add_argument("--seconds", type=float, default=3.0, help="per load level")
     parser.add_argument("--downloads", type=int, default=200)
     parser.add_argument("--big-mb", type=int, default=200)
@@ -337,7 +342,7 @@ def main() -> None:
     media = MediaServer(generate_media(Path(tempfile.gettempdir()) / "vda-bench-media")).start()
     try:
         if "api" in sections:
-            bench_api(work, args.seconds)
+            bench_api(work, args.seconds, set(args.targets.split(",")))
         if "rss" in sections:
             bench_rss(work, media)
         if "churn" in sections:

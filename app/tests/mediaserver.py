@@ -45,6 +45,12 @@ def generate_media(folder: Path, seconds: int = 4) -> Path:
     hls.mkdir(exist_ok=True)
     _ffmpeg("-i", str(folder / "sample.mp4"), "-c", "copy", "-f", "hls", "-hls_time", "1", "-hls_playlist_type",
             "vod", "-hls_segment_filename", str(hls / "seg%03d.ts"), str(hls / "index.m3u8"))  # fmt: skip
+    # 1.3 MB in one-second segments (split between key frames): a stream whose size is unknown upfront.
+    hls_noise = folder / "hls-noise"
+    hls_noise.mkdir(exist_ok=True)
+    _ffmpeg("-i", str(folder / "noise.mp4"), "-c", "copy", "-f", "hls", "-hls_time", "1", "-hls_flags", "split_by_time",
+            "-hls_playlist_type", "vod", "-hls_segment_filename", str(hls_noise / "seg%03d.ts"),
+            str(hls_noise / "index.m3u8"))  # fmt: skip
     (folder / "page.html").write_text(
         "<!DOCTYPE html><html><head><title>Embedded Test Video</title></head><body>"
         '<h1>Embedded</h1><video controls src="/media/sample.mp4" type="video/mp4"></video></body></html>'
@@ -61,6 +67,7 @@ class MediaServer:
     /redirect-blocked             302 to the same file on 127.0.0.2 (a blocked address)
     /page-blocked.html            a page embedding a <video> on 127.0.0.2
     /hls-blocked.m3u8             the HLS playlist with its segments on 127.0.0.2
+    /chunked/<name>               the file in chunked transfer encoding, without Content-Length
     /flaky/<key>/<name>?fails=2&mode=503|reset
                                   the first `fails` requests of each key fail (HTTP 503, or a TCP
                                   reset), later ones serve the file
@@ -94,6 +101,7 @@ class MediaServer:
         application.router.add_get("/hls-blocked.m3u8", self._hls_blocked)
         application.router.add_get("/slow/{name:.+}", self._slow)
         application.router.add_get("/flaky/{key}/{name:.+}", self._flaky)
+        application.router.add_get("/chunked/{name:.+}", self._chunked)
         application.router.add_static("/media", self.folder)
         self._runner = web.AppRunner(application, access_log=None)
         await self._runner.setup()
@@ -135,6 +143,22 @@ class MediaServer:
             request.transport.abort()
             raise web.HTTPServiceUnavailable()  # never reaches the closed connection
         raise web.HTTPServiceUnavailable(text="try again later")
+
+    async def _chunked(self, request):
+        path = (self.folder / request.match_info["name"]).resolve()
+        if not path.is_relative_to(self.folder.resolve()) or not path.is_file():
+            raise web.HTTPNotFound()
+        response = web.StreamResponse()
+        response.content_type = "video/mp4"
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        with path.open("rb") as file:
+            try:
+                while data := file.read(64 * 1024):
+                    await response.write(data)
+            except ConnectionResetError:  # the client gave up at the size limit
+                pass
+        return response
 
     async def _slow(self, request):
         path = (self.folder / request.match_info["name"]).resolve()

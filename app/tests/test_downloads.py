@@ -227,6 +227,18 @@ async def test_download_over_max_filesize_fails_and_leaves_no_file(make_client, 
         assert not (client.settings.media_dir / task_id).exists()
 
 
+@pytest.mark.parametrize("path", ["/chunked/noise.mp4", "/media/hls-noise/index.m3u8"])
+async def test_size_limit_holds_when_the_size_is_unknown_upfront(make_client, media_server, path):
+    """No Content-Length (chunked) or an HLS playlist: the limit applies to the bytes as they arrive."""
+    client = await make_client(max_filesize_mb=1)
+    task_id = await submit(client, media_server.url(path), extract_audio=False)
+    status = await wait_status(client, task_id)
+    assert status["status"] == "failed", status
+    assert "larger than the limit of 1 MB" in status["error"] and "VIDEO_API_MAX_FILESIZE_MB" in status["error"]
+    assert status["files"] == {"video": None, "audio": None}
+    assert not (client.settings.media_dir / task_id).exists()
+
+
 async def test_a_task_whose_worker_keeps_dying_fails_after_bounded_attempts(client, media_server):
     task_id = await submit(client, media_server.url("/slow/noise.mp4?rate=100000&crash=1"))
     task_dir = client.settings.media_dir / task_id
