@@ -34,7 +34,9 @@ class TaskError(Exception):
 
 
 class FileTooLargeError(TaskError):
-    pass
+    def __init__(self, max_filesize: int):
+        limit_mb = max_filesize // (1024 * 1024)
+        super().__init__(f"file is larger than the limit of {limit_mb} MB (VIDEO_API_MAX_FILESIZE_MB)")
 
 
 def _refuse_ffmpeg_download(self, *args, **kwargs):
@@ -104,9 +106,7 @@ class _Progress(yt_dlp.postprocessor.PostProcessor):
         total = d.get("total_bytes") or d.get("total_bytes_estimate")
         # total_bytes is exact (Content-Length); an estimate alone must not fail a download.
         if max(downloaded, d.get("total_bytes") or 0) > self.max_filesize:
-            raise FileTooLargeError(
-                f"file is larger than the limit of {self.max_filesize // (1024 * 1024)} MB (VIDEO_API_MAX_FILESIZE_MB)"
-            )
+            raise FileTooLargeError(self.max_filesize)
         now = time.monotonic()
         if d["status"] == "finished":
             self.finished_parts += 1
@@ -210,18 +210,13 @@ def download(spec: dict, report) -> dict:
     downloads = (info or {}).get("requested_downloads") or []
     if not downloads or not Path(downloads[0].get("filepath") or "").is_file():
         if logger.skip_reason:
-            raise FileTooLargeError(
-                f"file is larger than the limit of {spec['max_filesize'] // (1024 * 1024)} MB"
-                " (VIDEO_API_MAX_FILESIZE_MB)"
-            )
+            raise FileTooLargeError(spec["max_filesize"])
         if info and info.get("is_live"):
             raise TaskError("live streams are not supported")
         raise TaskError("yt-dlp produced no file")
     video_path = Path(downloads[0]["filepath"])
     if video_path.stat().st_size > spec["max_filesize"]:
-        raise FileTooLargeError(
-            f"file is larger than the limit of {spec['max_filesize'] // (1024 * 1024)} MB (VIDEO_API_MAX_FILESIZE_MB)"
-        )
+        raise FileTooLargeError(spec["max_filesize"])
 
     timings = {"download_s": time.monotonic() - started, "extract_s": None}
     report({"type": "processing", "message": "checking files", "video_info": _video_info(info)})
