@@ -1,31 +1,10 @@
 """A --check run of site.yml against the converged hosts must report no changes."""
 
-import json
-import os
-import subprocess
-from pathlib import Path
-
-PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[3]))
+from conftest import PROJECT, run_playbook
 
 
 def test_check_mode_run_reports_no_changes():
-    environment = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
-    environment.pop("ANSIBLE_CALLBACKS_ENABLED", None)  # profile_tasks would write into the JSON
-    result = subprocess.run(
-        [
-            "ansible-playbook",
-            "--check",
-            "--inventory",
-            str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent),
-            str(PROJECT / "playbooks" / "site.yml"),
-        ],
-        capture_output=True,
-        text=True,
-        env=environment,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    report = json.loads(result.stdout)
+    _, report = run_playbook("--check", str(PROJECT / "playbooks" / "site.yml"))
     changed = [
         f"{host}: {task['task']['name']}"
         for play in report["plays"]

@@ -1,14 +1,9 @@
 """The API token: generated on the first deploy, kept by later runs, required by the deployed service."""
 
-import json
-import os
 import re
 import subprocess
-from pathlib import Path
 
-from conftest import TOKENS_FILE, host_token
-
-PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[3]))
+from conftest import PROJECT, TOKENS_FILE, host_token, run_playbook
 
 
 def test_a_random_token_was_generated_readable_only_by_root_and_the_service_group(host):
@@ -39,15 +34,10 @@ def test_the_service_requires_the_token(api):
 
 def test_a_later_run_keeps_the_token(host):
     before = host_token(host)
-    environment = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
-    environment.pop("ANSIBLE_CALLBACKS_ENABLED", None)  # profile_tasks would write into the JSON
-    result = subprocess.run(
-        ["ansible-playbook", "--inventory", str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent),
-         "--limit", host.backend.host, "--tags", "video_api_config", str(PROJECT / "playbooks" / "site.yml")],
-        capture_output=True, text=True, env=environment, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    stats = json.loads(result.stdout)["stats"][host.backend.host]
+    result, report = run_playbook(
+        "--limit", host.backend.host, "--tags", "video_api_config", str(PROJECT / "playbooks" / "site.yml")
+    )
+    stats = report["stats"][host.backend.host]
     assert stats["changed"] == 0, stats
     assert host_token(host) == before
     assert before not in result.stdout
