@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SCENARIOS ?= default python_build
 
-.PHONY: run test lint pytest molecule images artifacts
+.PHONY: run test lint pytest container-test image molecule images artifacts
 
 $(BIN)/activate: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,17 +15,28 @@ $(BIN)/activate: requirements.txt requirements-dev.txt
 run: $(BIN)/activate
 	$(BIN)/python -m app
 
-# The whole suite: lint, the service's tests, every Molecule scenario (one at a time).
-test: lint pytest molecule
+# The whole suite: lint, the service's tests, the container image's, every Molecule scenario (one at a time).
+test: lint pytest container-test molecule
 
 lint: $(BIN)/activate
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/yamllint --strict .
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ansible-lint --offline
+	$(BIN)/hadolint Dockerfile
 
+# Docker-free: the container tests have their own target.
 pytest: $(BIN)/activate
-	$(BIN)/python -m pytest app/tests
+	$(BIN)/python -m pytest -m 'not container' app/tests
+
+# The image (Dockerfile) from the local Debian 12 base: built, run hardened, a download stopped and resumed, compose.
+container-test: $(BIN)/activate
+	bash molecule/build-images.sh 12
+	$(BIN)/python -m pytest -m container app/tests
+
+# The service's image, video-download-api:<app version>; BASE_IMAGE=... for another base than debian:12-slim.
+image: $(BIN)/activate
+	bash molecule/build-service-image.sh
 
 # Base images of the scenarios (debootstrap + docker import; present ones are skipped).
 images:

@@ -8,22 +8,36 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from aiohttp import web
 
 from app.config import ConfigError, load_settings
-from app.web import create_app
+from app.protocol import AppRunner
+from app.web import MANAGER, create_app
 
 SHUTDOWN_TIMEOUT_S = 3.0
+# From SIGTERM to exit, whatever happens: SHUTDOWN_TIMEOUT_S for open requests plus some slack.
+STOP_DEADLINE_S = 4.5
 RELOAD_POLL_S = 1.0
 log = logging.getLogger("app")
 
 
+def _exit_now(application: web.Application) -> None:
+    """The stop overran its deadline: kill every worker and leave at once. Queued and running
+    tasks are safe in the store; the next start resumes them."""
+    log.error("stop did not finish within %g s: killing the workers and exiting now", STOP_DEADLINE_S)
+    if MANAGER in application:
+        application[MANAGER].kill_workers()
+    logging.shutdown()
+    os._exit(1)
+
+
 async def serve(settings) -> None:
-    runner = web.AppRunner(create_app(settings), shutdown_timeout=SHUTDOWN_TIMEOUT_S, handle_signals=False,
-                           access_log=None)  # fmt: skip
+    application = create_app(settings)
+    runner = AppRunner(application, shutdown_timeout=SHUTDOWN_TIMEOUT_S, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
@@ -36,6 +50,11 @@ async def serve(settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("stopping: no new requests, workers stopped, their tasks resume on next start")
+    # The stop is bounded here, not by a supervisor's timeout: a daemon thread, so it still fires
+    # if the exit hangs after the event loop is gone (thread pool or multiprocessing joins).
+    watchdog = threading.Timer(STOP_DEADLINE_S, _exit_now, args=(application,))
+    watchdog.daemon = True
+    watchdog.start()
     # Stops the listener first, then runs cleanup: manager.shutdown() kills workers and requeues.
     await runner.cleanup()
     log.info("stopped")

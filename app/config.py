@@ -6,6 +6,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.numbers import ascii_decimal, ascii_int
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MIN_TOKEN_LENGTH = 16
 
@@ -22,6 +24,8 @@ class Settings:
     max_concurrent: int = 2
     queue_limit: int = 100
     retention_hours: float = 24.0
+    # Seconds between retention passes; the storage cap is also enforced as downloads grow.
+    retention_interval_s: float = 600.0
     max_storage_mb: int = 10240
     min_free_mb: int = 1024
     max_filesize_mb: int = 2048
@@ -68,10 +72,9 @@ def _integer(env, name: str, default: int, minimum: int, maximum: int) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    value = ascii_int(raw)
+    if value is None:
+        raise ConfigError(f"{name}={raw!r} is not an integer")
     if not minimum <= value <= maximum:
         raise ConfigError(f"{name}={value} must be between {minimum} and {maximum}")
     return value
@@ -81,12 +84,11 @@ def _number(env, name: str, default: float, minimum: float) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if not value >= minimum or value == float("inf"):
-        raise ConfigError(f"{name}={raw} must be a finite number >= {minimum}")
+    value = ascii_decimal(raw)
+    if value is None:
+        raise ConfigError(f"{name}={raw!r} is not a number")
+    if value < minimum:
+        raise ConfigError(f"{name}={raw} must be a number >= {minimum}")
     return value
 
 
@@ -175,6 +177,7 @@ def load_settings(env=None) -> Settings:
         max_concurrent=_integer(env, "VIDEO_API_MAX_CONCURRENT", Settings.max_concurrent, 1, 64),
         queue_limit=_integer(env, "VIDEO_API_QUEUE_LIMIT", Settings.queue_limit, 0, 1_000_000),
         retention_hours=_number(env, "VIDEO_API_RETENTION_HOURS", Settings.retention_hours, 0.0),
+        retention_interval_s=_number(env, "VIDEO_API_RETENTION_INTERVAL_S", Settings.retention_interval_s, 1.0),
         max_storage_mb=_integer(env, "VIDEO_API_MAX_STORAGE_MB", Settings.max_storage_mb, 1, 2**40),
         min_free_mb=_integer(env, "VIDEO_API_MIN_FREE_MB", Settings.min_free_mb, 0, 2**40),
         max_filesize_mb=_integer(env, "VIDEO_API_MAX_FILESIZE_MB", Settings.max_filesize_mb, 1, 2**30),

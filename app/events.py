@@ -11,6 +11,7 @@ import collections
 import uuid
 from dataclasses import dataclass
 
+from app.numbers import ascii_int
 from app.store import ACTIVE, FINISHED, TaskStore
 
 # Replay buffers: up to EVENTS_PER_TASK events of each active task (about two minutes of progress);
@@ -115,8 +116,9 @@ class EventHub:
 
 
 def _seq(last_event_id: str | None, boot: str) -> int | None:
+    """The sequence number of an id from this boot; None (snapshot first) for anything else."""
     boot_part, _, seq = (last_event_id or "").strip().partition("-")
-    return int(seq) if boot_part == boot and seq.isdigit() else None
+    return ascii_int(seq) if boot_part == boot else None
 
 
 class PublishingStore:

@@ -49,7 +49,11 @@ def check_url_syntax(url: str) -> str:
 
 
 def check_resolved(host: str, addresses: Iterable[str], allow: Iterable) -> None:
-    """Raise BlockedAddressError if host resolved to no address or to any blocked one."""
+    """Raise BlockedAddressError if host resolved to no address or to any blocked one.
+
+    The one rule for host names, at submit and in every worker connect: a name with a single
+    blocked address is refused whole, never narrowed to its allowed addresses.
+    """
     allow = tuple(allow)
     addresses = list(addresses)
     if not addresses:
@@ -69,21 +73,27 @@ def install_socket_guard(allow: Iterable) -> None:
     allow = tuple(allow)
     raw_connect = socket.socket.connect
     raw_connect_ex = socket.socket.connect_ex
+    raw_getaddrinfo = socket.getaddrinfo
+
+    def checked_getaddrinfo(host, port, *args, **kwargs):
+        # HTTP clients resolve names themselves and connect to one address after another: without
+        # this, a name with a blocked and an allowed address would quietly use the allowed one.
+        infos = raw_getaddrinfo(host, port, *args, **kwargs)
+        inet = [info[4][0] for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
+        if inet and isinstance(host, str) and not _is_ip_literal(host):
+            try:
+                check_resolved(host, inet, allow)
+            except BlockedAddressError as exc:
+                refused.append(str(exc))
+                raise
+        return infos
 
     def checked_address(sock, address):
         if sock.family not in (socket.AF_INET, socket.AF_INET6):
             return address
         host, port, *rest = address
-        try:
-            ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            infos = socket.getaddrinfo(host, port, sock.family, socket.SOCK_STREAM)
-            try:
-                check_resolved(host, [info[4][0] for info in infos], allow)
-            except BlockedAddressError as exc:
-                refused.append(str(exc))
-                raise
-            return infos[0][4]
+        if not _is_ip_literal(host):
+            return checked_getaddrinfo(host, port, sock.family, socket.SOCK_STREAM)[0][4]
         reason = blocked_reason(host, allow)
         if reason:
             refused.append(f"{reason} (port {port})")
@@ -96,5 +106,14 @@ def install_socket_guard(allow: Iterable) -> None:
     def connect_ex(sock, address):
         return raw_connect_ex(sock, checked_address(sock, address))
 
+    socket.getaddrinfo = checked_getaddrinfo
     socket.socket.connect = connect
     socket.socket.connect_ex = connect_ex
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True

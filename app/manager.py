@@ -22,11 +22,14 @@ from pathlib import Path
 from app import worker
 from app.config import Settings
 from app.metrics import Metrics
+from app.retention import Retention
 from app.store import ACTIVE, RUNNING, TaskStore
 
 # A task whose worker dies (or whose service dies under it) this many times fails for good.
 MAX_ATTEMPTS = 3
 SHUTDOWN_WAIT_S = 5.0
+# A download of unknown size makes room again each time it has grown by this much.
+RESERVE_STEP_BYTES = 1024 * 1024
 log = logging.getLogger("app.manager")
 
 
@@ -38,6 +41,8 @@ class _Running:
     exited: asyncio.Future
     ended: bool = False  # a final report arrived, or the service cancelled or stopped the task
     status: str = "downloading"
+    # Bytes this download will take in the media folder: an estimate at start, then its known size.
+    reserved: int = 0
     watcher: asyncio.Task | None = field(default=None, repr=False)
 
 
@@ -55,11 +60,15 @@ def _kill_group(pid: int) -> None:
 
 
 class Manager:
-    def __init__(self, settings: Settings, store: TaskStore, metrics: Metrics):
+    def __init__(self, settings: Settings, store: TaskStore, metrics: Metrics, retention: Retention):
         self.settings = settings
         self.store = store
         self.metrics = metrics
+        self.retention = retention
         self._running: dict[str, _Running] = {}
+        # Every worker process ever started, appended by the starting thread itself: a start that
+        # outlives a cancelled scheduler is still found (and killed) at shutdown.
+        self._started: list[multiprocessing.process.BaseProcess] = []
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._scheduler: asyncio.Task | None = None
@@ -117,7 +126,7 @@ class Manager:
             self._scheduler.cancel()
         for running in list(self._running.values()):
             running.ended = True
-            _kill_group(running.process.pid)
+        self.kill_workers()
         exits = [asyncio.shield(r.exited) for r in self._running.values()]
         if exits:
             await asyncio.wait(exits, timeout=SHUTDOWN_WAIT_S)
@@ -126,6 +135,20 @@ class Manager:
         )
         for task_id in requeued:
             log.info("task %s running -> queued (service stopping; resumes on next start)", task_id)
+
+    def kill_workers(self) -> None:
+        """Kill the process group of every worker still alive. Safe from any thread."""
+        for process in list(self._started):
+            if process.exitcode is None:
+                _kill_group(process.pid)
+
+    def _start_process(self, process: multiprocessing.process.BaseProcess) -> None:
+        """Runs in a thread. A stop that began meanwhile kills the new worker at once: the
+        scheduler awaiting this may have been cancelled, and nobody else would know the process."""
+        process.start()
+        self._started.append(process)
+        if self._stopping:
+            _kill_group(process.pid)
 
     async def _delete_files(self, task_id: str, reason: str) -> None:
         await asyncio.to_thread(shutil.rmtree, self.task_dir(task_id), ignore_errors=True)
@@ -137,6 +160,11 @@ class Manager:
             await self._wakeup.wait()
             self._wakeup.clear()
             while not self._stopping and len(self._running) < self.settings.max_concurrent:
+                # The storage cap holds while downloads run: room for this one (its likely size)
+                # is made before it starts; one that does not fit waits for a running one to end.
+                estimate = await self._size_estimate()
+                if not await self.retention.make_room(self._reserved() + estimate) and self._running:
+                    break
                 task = await self.store.claim_next()
                 if task is None:
                     break
@@ -145,12 +173,20 @@ class Manager:
                     continue
                 log.info("task %s queued -> downloading (attempt %d)", task["id"], task["attempts"])
                 try:
-                    await self._start_worker(task)
+                    await self._start_worker(task, estimate)
                 except Exception as exc:
                     log.exception("task %s: cannot start a worker", task["id"])
                     await self._fail(task["id"], f"cannot start a worker process: {exc}")
 
-    async def _start_worker(self, task: dict) -> None:
+    def _reserved(self) -> int:
+        return sum(running.reserved for running in self._running.values())
+
+    async def _size_estimate(self) -> int:
+        """What a download whose size is not known yet will likely take: the mean finished file."""
+        count, used = await self.store.live_bytes()
+        return used // count if count else 0
+
+    async def _start_worker(self, task: dict, reserved: int) -> None:
         await self.store.update(task["id"], {"message": "starting download"})
         spec = {
             "task_id": task["id"],
@@ -165,10 +201,11 @@ class Manager:
         }
         parent_conn, child_conn = self._context.Pipe()
         process = self._context.Process(target=worker.run, args=(spec, child_conn), name=f"task-{task['id']}")
-        await asyncio.to_thread(process.start)
+        await asyncio.to_thread(self._start_process, process)
         child_conn.close()
         loop = asyncio.get_running_loop()
-        running = _Running(task=task, process=process, conn=parent_conn, exited=loop.create_future())
+        running = _Running(task=task, process=process, conn=parent_conn, exited=loop.create_future(),
+                           reserved=reserved)  # fmt: skip
         self._running[task["id"]] = running
         running.watcher = asyncio.create_task(self._watch(running))
         current = await self.store.get(task["id"])
@@ -210,6 +247,7 @@ class Manager:
                 _kill_group(running.process.pid)
             running.conn.close()
             del self._running[task_id]
+            self._started.remove(running.process)
             self._wakeup.set()
 
     async def _handle_report(self, running: _Running, report: dict) -> None:
@@ -219,6 +257,10 @@ class Manager:
             fields = {k: report[k] for k in ("progress", "downloaded_bytes", "total_bytes", "speed", "eta")}
             fields["message"] = "downloading"
             await self.store.update(task_id, fields, only_if=RUNNING)
+            size = max(report["total_bytes"] or 0, report["downloaded_bytes"] or 0)
+            if size >= running.reserved + RESERVE_STEP_BYTES or (report["total_bytes"] and size > running.reserved):
+                running.reserved = size
+                await self.retention.make_room(self._reserved())
         elif kind == "processing":
             fields = {"status": "processing", "message": report["message"]}
             if report.get("video_info"):
@@ -233,7 +275,9 @@ class Manager:
                                     only_if=RUNNING)  # fmt: skip
         elif kind == "done":
             running.ended = True
+            running.reserved = 0  # its files count as finished files from now on
             await self._complete(task_id, report)
+            await self.retention.make_room(self._reserved())
         elif kind == "error":
             running.ended = True
             await self._fail(task_id, report["message"])

@@ -84,7 +84,13 @@ DOCUMENT = {
             "get": {
                 "summary": "Service name, version and endpoints",
                 "security": [],
-                "responses": {"200": _json("Index.", "Index")},
+                "responses": {
+                    "200": _json("Index.", "Index"),
+                    "303": {
+                        "description": "A browser (Accept prefers text/html to JSON) is sent to the web page.",
+                        "headers": {"Location": {"description": "/ui/", "schema": {"type": "string"}}},
+                    },
+                },
             }
         },
         "/api/openapi.json": {
@@ -139,12 +145,18 @@ DOCUMENT = {
                         "in": "query",
                         "schema": {"type": "integer", "minimum": 0, "maximum": 10000000},
                     },
+                    {
+                        "name": "before",
+                        "in": "query",
+                        "description": "Cursor from a page's `next` link: tasks older than it (not with offset).",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 2**62},
+                    },
                     {"name": "status", "in": "query", "schema": {"enum": list(STATUSES)}},
                 ],
                 "responses": {
                     "200": _json("Counts and page.", "TaskList"),
                     **UNAUTHORIZED,
-                    "422": _error("Invalid limit, offset or status."),
+                    "422": _error("Invalid limit, offset, before or status."),
                 },
             }
         },
@@ -192,7 +204,11 @@ DOCUMENT = {
                     **UNAUTHORIZED,
                     "404": _error("No such file."),
                     "410": _error("Removed by retention or with its task."),
-                    "416": {"description": "Range not satisfiable."},
+                    "416": _error(
+                        "Range not satisfiable: it starts past the end, or asks for the last 0 bytes. A Range"
+                        " that does not parse is ignored (200).",
+                        {"Content-Range": {"description": "bytes */<size>", "schema": {"type": "string"}}},
+                    ),
                 },
             }
         },
@@ -254,13 +270,20 @@ DOCUMENT = {
                 "required": ["url"],
                 "additionalProperties": False,
                 "properties": {
-                    "url": {"type": "string", "description": "http(s) URL; non-public addresses are refused."},
+                    "url": {
+                        "type": "string",
+                        "minLength": 1,
+                        "pattern": "\\S",
+                        "description": "http(s) URL; non-public addresses are refused.",
+                    },
                     "extract_audio": {"type": "boolean", "default": True},
                     "keep_video": {"type": "boolean", "default": True},
                     "video_quality": {"enum": [*QUALITIES, 360, 480, 720, 1080], "default": "best"},
                     "audio_format": {"enum": list(media.AUDIO_FORMATS), "default": "mp3"},
                     "audio_bitrate": {
                         "type": ["string", "integer"],
+                        "minimum": 32,
+                        "maximum": 512,
                         "default": "192",
                         "description": 'kbps 32-512 ("192", "192k", 192) or "best".',
                     },
@@ -283,12 +306,13 @@ DOCUMENT = {
             "Task": TASK,
             "TaskList": {
                 "type": "object",
-                "required": ["counts", "total", "limit", "offset", "tasks"],
+                "required": ["counts", "total", "limit", "offset", "next", "tasks"],
                 "properties": {
                     "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
                     "total": {"type": "integer"},
                     "limit": {"type": "integer"},
                     "offset": {"type": "integer"},
+                    "next": {"type": ["string", "null"], "description": "The next page (keyset), or null."},
                     "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}},
                 },
             },

@@ -13,7 +13,6 @@ import time
 from app.config import Settings
 from app.store import ACTIVE, TaskStore
 
-INTERVAL_S = 600
 MB = 1024 * 1024
 log = logging.getLogger("app.retention")
 
@@ -31,12 +30,25 @@ class Retention:
         """One pass; returns what was deleted and how many bytes that freed."""
         async with self._lock:
             deleted = []
-            await self._remove_expired_and_excess(deleted)
+            cutoff = time.time() - self.settings.retention_hours * 3600
+            live = await self.store.live_files()
+            expired = [f for f in live if f["created_at"] <= cutoff]
+            await self._remove(expired, f"older than {self.settings.retention_hours:g} hours", deleted)
+            await self._remove_excess([f for f in live if f["created_at"] > cutoff], 0, deleted)
             await self._remove_leftovers(deleted)
-        freed = sum(item["bytes"] for item in deleted)
-        if deleted:
-            log.info("retention deleted %d files, %d bytes", len(deleted), freed)
-        return {"deleted": deleted, "files_deleted": len(deleted), "bytes_freed": freed}
+        return self._summary(deleted)
+
+    async def make_room(self, reserved: int) -> bool:
+        """Delete the oldest finished files until they and `reserved` bytes (downloads under way)
+        fit the storage cap and the free-disk floor holds; False when they cannot fit."""
+        async with self._lock:
+            _, used = await self.store.live_bytes()
+            if await self._excess(used + reserved) is None:
+                return True  # the usual case, without listing the files
+            deleted = []
+            fits = await self._remove_excess(await self.store.live_files(), reserved, deleted)
+        self._summary(deleted)
+        return fits
 
     async def run_periodically(self) -> None:
         while True:
@@ -44,27 +56,38 @@ class Retention:
                 await self.run()
             except Exception:
                 log.exception("retention pass failed")
-            await asyncio.sleep(INTERVAL_S)
+            await asyncio.sleep(self.settings.retention_interval_s)
 
-    async def _remove_expired_and_excess(self, deleted: list) -> None:
-        cutoff = time.time() - self.settings.retention_hours * 3600
-        live = await self.store.live_files()
-        expired = [f for f in live if f["created_at"] <= cutoff]
-        kept = [f for f in live if f["created_at"] > cutoff]
-        await self._remove(expired, f"older than {self.settings.retention_hours:g} hours", deleted)
-        used = sum(f["size"] for f in kept)
-        cap = self.settings.max_storage_mb * MB
-        floor = self.settings.min_free_mb * MB
-        while kept:
-            if used > cap:
-                reason = f"storage over {self.settings.max_storage_mb} MB"
-            elif await asyncio.to_thread(self._free_bytes) < floor:
-                reason = f"free disk under {self.settings.min_free_mb} MB"
-            else:
-                break
-            oldest = kept.pop(0)
+    @staticmethod
+    def _summary(deleted: list) -> dict:
+        freed = sum(item["bytes"] for item in deleted)
+        if deleted:
+            log.info("retention deleted %d files, %d bytes", len(deleted), freed)
+        return {"deleted": deleted, "files_deleted": len(deleted), "bytes_freed": freed}
+
+    async def _remove_excess(self, live: list[dict], reserved: int, deleted: list) -> bool:
+        """Oldest first, while the live files and `reserved` exceed the cap or free disk is under
+        the floor; returns whether they fit in the end. The newest task's files are never taken
+        for size: a download bigger than the cap stays until it expires (the cap holds within
+        one download)."""
+        used = sum(f["size"] for f in live) + reserved
+        newest = live[-1]["task_id"] if live else None
+        candidates = [f for f in live if f["task_id"] != newest]
+        while (reason := await self._excess(used)) is not None:
+            if not candidates:
+                return False
+            oldest = candidates.pop(0)
             used -= oldest["size"]
             await self._remove([oldest], reason, deleted)
+        return True
+
+    async def _excess(self, used: int) -> str | None:
+        """Why files must go with `used` bytes in the media folder, or None when none must."""
+        if used > self.settings.max_storage_mb * MB:
+            return f"storage over {self.settings.max_storage_mb} MB"
+        if await asyncio.to_thread(self._free_bytes) < self.settings.min_free_mb * MB:
+            return f"free disk under {self.settings.min_free_mb} MB"
+        return None
 
     async def _remove(self, files: list[dict], reason: str, deleted: list) -> None:
         if not files:

@@ -50,8 +50,8 @@ class TaskStore(abc.ABC):
     async def get(self, task_id: str) -> dict | None: ...
 
     @abc.abstractmethod
-    async def page(self, status: str | None, limit: int, offset: int) -> list[dict]:
-        """Newest first."""
+    async def page(self, status: str | None, limit: int, offset: int, before: int | None = None) -> list[dict]:
+        """Newest first; with before, only tasks older than the task whose seq it is."""
 
     @abc.abstractmethod
     async def counts(self) -> dict[str, int]:
@@ -232,13 +232,15 @@ class SQLiteTaskStore(TaskStore):
     async def get(self, task_id: str) -> dict | None:
         return _task_row(self._db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone())
 
-    async def page(self, status: str | None, limit: int, offset: int) -> list[dict]:
-        if status is None:
-            rows = self._db.execute("SELECT * FROM tasks ORDER BY seq DESC LIMIT ? OFFSET ?", (limit, offset))
-        else:
-            rows = self._db.execute(
-                "SELECT * FROM tasks WHERE status = ? ORDER BY seq DESC LIMIT ? OFFSET ?", (status, limit, offset)
-            )
+    async def page(self, status: str | None, limit: int, offset: int, before: int | None = None) -> list[dict]:
+        conditions, params = ["seq < ?"], [before if before is not None else 2**63 - 1]
+        if status is not None:
+            conditions.append("status = ?")
+            params.append(status)
+        rows = self._db.execute(
+            f"SELECT * FROM tasks WHERE {' AND '.join(conditions)} ORDER BY seq DESC LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
         return [_task_row(row) for row in rows]
 
     async def counts(self) -> dict[str, int]:

@@ -27,12 +27,15 @@ from app.config import Settings
 from app.events import EventHub, PublishingStore
 from app.manager import Manager
 from app.metrics import Metrics
+from app.numbers import ascii_int
 from app.retention import Retention
 from app.store import STATUSES, QueueFullError, SQLiteTaskStore, TaskStore
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_URL_LENGTH = 4096
 QUEUE_FULL_RETRY_AFTER_S = 30
+MAX_OFFSET = 10_000_000
+MAX_CURSOR = 2**62
 VIDEO_QUALITIES = ("360", "480", "720", "1080", "best")
 OPTION_DEFAULTS = {
     "extract_audio": True,
@@ -41,7 +44,7 @@ OPTION_DEFAULTS = {
     "audio_format": "mp3",
     "audio_bitrate": "192",
 }
-_ID = re.compile(r"^[0-9a-f]{32}$")
+_ID = re.compile(r"[0-9a-f]{32}")
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", TaskStore)
@@ -212,13 +215,14 @@ def _validate_options(body: dict) -> dict:
     if isinstance(bitrate, str):
         bitrate = bitrate.strip().lower().removesuffix("k")
     if bitrate != "best":
-        if isinstance(bitrate, bool) or not (
-            isinstance(bitrate, int) or (isinstance(bitrate, str) and bitrate.isdigit())
-        ):
+        kbps = bitrate if isinstance(bitrate, int) and not isinstance(bitrate, bool) else None
+        if isinstance(bitrate, str):
+            kbps = ascii_int(bitrate)
+        if kbps is None:
             raise ApiError(422, "invalid_option", "audio_bitrate must be a number of kbps (32-512) or 'best'")
-        if not 32 <= int(bitrate) <= 512:
+        if not 32 <= kbps <= 512:
             raise ApiError(422, "invalid_option", "audio_bitrate must be between 32 and 512 kbps")
-        bitrate = str(int(bitrate))
+        bitrate = str(kbps)
     options["audio_bitrate"] = bitrate
     return options
 
@@ -248,7 +252,7 @@ async def _check_url(url, settings: Settings, name: str = "url") -> str:
 
 def _task_id(request: web.Request) -> str:
     task_id = request.match_info["task_id"]
-    if not _ID.match(task_id):
+    if not _ID.fullmatch(task_id):
         raise ApiError(404, "task_not_found", f"no task {task_id!r}")
     return task_id
 
@@ -261,13 +265,14 @@ async def _get_task(request: web.Request) -> dict:
     return task
 
 
-def _int_param(request: web.Request, name: str, default: int, minimum: int, maximum: int) -> int:
+def _int_param(request: web.Request, name: str, default: int | None, minimum: int, maximum: int) -> int | None:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
-    if not raw.isdigit() or not minimum <= int(raw) <= maximum:
+    value = ascii_int(raw)
+    if value is None or not minimum <= value <= maximum:
         raise ApiError(422, "invalid_parameter", f"{name} must be an integer from {minimum} to {maximum}")
-    return int(raw)
+    return value
 
 
 @routes.get("/")
@@ -303,7 +308,7 @@ async def process(request: web.Request) -> web.Response:
                            {"Retry-After": str(wait)})  # fmt: skip
     try:
         body = await request.json(loads=_strict_json)
-    except ValueError as exc:
+    except ValueError as exc:  # also bad UTF-8 (UnicodeDecodeError) and nesting too deep
         raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
@@ -334,7 +339,10 @@ def _strict_json(text: str):
     def reject_constant(name):
         raise ValueError(f"{name} is not valid JSON")
 
-    return json.loads(text, parse_constant=reject_constant)
+    try:
+        return json.loads(text, parse_constant=reject_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 @routes.get("/api/status/{task_id}")
@@ -358,12 +366,19 @@ async def task_events(request: web.Request) -> web.StreamResponse:
     await response.write(b"retry: 2000\n\n")
     events = request.app[EVENTS].follow(task["id"], request.headers.get("Last-Event-ID"), request.app[STORE],
                                         SSE_KEEPALIVE_S)  # fmt: skip
-    async for event in events:
-        if event is None:
-            await response.write(b": keep-alive\n\n")
-        else:
-            data = json.dumps(task_view(event.task), separators=(",", ":"))
-            await response.write(f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n".encode())
+    try:
+        async for event in events:
+            if event is None:
+                await response.write(b": keep-alive\n\n")
+            else:
+                data = json.dumps(task_view(event.task), separators=(",", ":"))
+                await response.write(f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n".encode())
+    except (ConnectionError, asyncio.CancelledError):
+        raise
+    except Exception:
+        # The status line is sent: an error response here would land inside the event stream.
+        # Ending the stream makes the client reconnect with its Last-Event-ID.
+        log.exception("event stream of task %s failed", task["id"])
     await response.write_eof()
     return response
 
@@ -371,17 +386,27 @@ async def task_events(request: web.Request) -> web.StreamResponse:
 @routes.get("/api/tasks")
 async def list_tasks(request: web.Request) -> web.Response:
     limit = _int_param(request, "limit", 50, 1, 500)
-    offset = _int_param(request, "offset", 0, 0, 10_000_000)
-    status_filter = request.query.get("status") or None
+    offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
+    # Keyset paging: `before` is the cursor of the page's `next` link; its cost does not grow
+    # with depth the way a large offset's does.
+    before = _int_param(request, "before", None, 1, MAX_CURSOR)
+    if before is not None and offset:
+        raise ApiError(422, "invalid_parameter", "before and offset cannot be combined")
+    status_filter = request.query.get("status")
     if status_filter is not None and status_filter not in STATUSES:
         raise ApiError(422, "invalid_parameter", f"status must be one of {', '.join(STATUSES)}")
     store = request.app[STORE]
     counts = await store.counts()
-    tasks = await store.page(status_filter, limit, offset)
+    tasks = await store.page(status_filter, limit + 1, offset, before)
+    next_link = None
+    if len(tasks) > limit:
+        tasks = tasks[:limit]
+        query = {"limit": limit, **({"status": status_filter} if status_filter else {}), "before": tasks[-1]["seq"]}
+        next_link = f"/api/tasks?{urllib.parse.urlencode(query)}"
     total = counts.get(status_filter, 0) if status_filter else sum(counts.values())
-    return web.json_response(
-        {"counts": counts, "total": total, "limit": limit, "offset": offset, "tasks": [task_view(t) for t in tasks]}
-    )
+    page = {"counts": counts, "total": total, "limit": limit, "offset": offset, "next": next_link,
+            "tasks": [task_view(t) for t in tasks]}  # fmt: skip
+    return web.json_response(page)
 
 
 def _content_disposition(name: str) -> str:
@@ -392,7 +417,7 @@ def _content_disposition(name: str) -> str:
 @routes.get("/api/download/{file_id}")
 async def download(request: web.Request) -> web.StreamResponse:
     file_id = request.match_info["file_id"]
-    file = await request.app[STORE].get_file(file_id) if _ID.match(file_id) else None
+    file = await request.app[STORE].get_file(file_id) if _ID.fullmatch(file_id) else None
     if file is None:
         raise ApiError(404, "file_not_found", f"no file {file_id!r}")
     if file["removed_at"] is not None:
@@ -406,7 +431,33 @@ async def download(request: web.Request) -> web.StreamResponse:
         "Content-Type": media.content_type(file["path"]),
         "Content-Disposition": _content_disposition(file["name"]),
     }
-    return web.FileResponse(path, headers=headers)
+    response = web.FileResponse(path, headers=headers)
+    if not _range_is_usable(request, path.stat().st_size):
+        # RFC 9110 section 14.2: a server may ignore a Range it cannot parse; it sends the whole file.
+        without_range = request.headers.copy()
+        del without_range["Range"]
+        await response.prepare(request.clone(headers=without_range))
+    return response
+
+
+_BYTE_RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})", re.IGNORECASE)
+
+
+def _range_is_usable(request: web.Request, size: int) -> bool:
+    """False for a Range header to ignore; raises 416 for one that is valid but unsatisfiable."""
+    header = request.headers.get("Range")
+    if header is None:
+        return True
+    match = _BYTE_RANGE.fullmatch(header.strip())
+    if match is None or match.groups() == ("", ""):
+        return False  # another unit, several ranges, or no numbers
+    first, last = (int(value) if value else None for value in match.groups())
+    if first is not None and last is not None and last < first:
+        return False
+    if (first is not None and first >= size) or (first is None and last == 0):
+        raise ApiError(416, "range_not_satisfiable", f"the range asked for is outside the file of {size} bytes",
+                       {"Content-Range": f"bytes */{size}"})  # fmt: skip
+    return True
 
 
 @routes.get("/api/health")
@@ -512,10 +563,11 @@ async def storage_cleanup(request: web.Request) -> web.Response:
 async def _services(application: web.Application):
     settings = application[SETTINGS]
     store = PublishingStore(SQLiteTaskStore(settings.db_path), application[EVENTS])
-    manager = Manager(settings, store, application[METRICS])
+    retention = Retention(settings, store)
+    manager = Manager(settings, store, application[METRICS], retention)
     application[STORE] = store
     application[MANAGER] = manager
-    application[RETENTION] = Retention(settings, store)
+    application[RETENTION] = retention
     callbacks = Callbacks(settings, task_view)
     application[EVENTS].listeners.append(callbacks.on_task)
     await manager.start()

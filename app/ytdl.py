@@ -7,6 +7,7 @@ Never import it in the service's main process.
 import logging
 import re
 import time
+import urllib.error
 from pathlib import Path
 
 import yt_dlp
@@ -15,6 +16,7 @@ import yt_dlp.downloader.hls
 import yt_dlp.downloader.http
 import yt_dlp.extractor
 import yt_dlp.extractor.generic
+import yt_dlp.networking._urllib
 import yt_dlp.postprocessor
 import yt_dlp.postprocessor.ffmpeg
 from yt_dlp.networking.exceptions import CertificateVerifyError, HTTPError, TransportError
@@ -26,6 +28,7 @@ PROGRESS_INTERVAL_S = 0.25
 # Answers that say "try again later"; every other HTTP error status is final.
 TRANSIENT_HTTP_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_RETRY_DELAY_S = 60.0
+_RETRIES_EXHAUSTED = re.compile(r"Giving up after \d+ (?:fragment )?retries")
 log = logging.getLogger("app.worker")
 
 
@@ -45,6 +48,20 @@ def _refuse_ffmpeg_download(self, *args, **kwargs):
 
 
 yt_dlp.downloader.external.FFmpegFD._call_downloader = _refuse_ffmpeg_download
+_follow_redirect = yt_dlp.networking._urllib.RedirectHandler.redirect_request
+
+
+def _refuse_other_schemes(self, req, fp, code, msg, headers, newurl):
+    # urllib follows redirects to ftp:// too, and the socket guard checks addresses, not schemes.
+    try:
+        guard.check_url_syntax(newurl)
+    except guard.BlockedAddressError as exc:
+        guard.refused.append(f"redirect refused: {exc}")
+        raise urllib.error.URLError(exc) from None
+    return _follow_redirect(self, req, fp, code, msg, headers, newurl)
+
+
+yt_dlp.networking._urllib.RedirectHandler.redirect_request = _refuse_other_schemes
 
 
 def _warm_up() -> None:
@@ -179,6 +196,9 @@ def download(spec: dict, report) -> dict:
         "overwrites": False,
         "max_filesize": spec["max_filesize"],
         "proxy": "",  # direct connections only: proxies from the environment are ignored
+        # yt-dlp's urllib handler whether or not `requests` is installed: one HTTP client, whose
+        # redirects are checked above.
+        "compat_opts": {"prefer-legacy-http-handler"},
         "external_downloader": {"default": "native"},
         "match_filter": yt_dlp.match_filter_func("!is_live"),
         "socket_timeout": 30,
@@ -248,7 +268,7 @@ def download(spec: dict, report) -> dict:
 
 def is_transient(error: BaseException) -> bool:
     """True when a failed download is worth trying again: connection reset or refused, timeouts,
-    HTTP 5xx/408/429. Refused addresses, TLS certificate errors, other HTTP errors (404, 403),
+    bodies cut short, HTTP 5xx/408/429. Refused addresses, TLS certificate errors, other HTTP errors (404, 403),
     unsupported URLs and size limits are final."""
     if guard.refused:
         return False
@@ -263,6 +283,10 @@ def is_transient(error: BaseException) -> bool:
         if isinstance(current, HTTPError):
             return current.status in TRANSIENT_HTTP_STATUSES
         if isinstance(current, TransportError | TimeoutError | ConnectionError):
+            return True
+        # yt-dlp's downloaders retry only transient failures (bodies cut short, resets, timeouts);
+        # when their retries run out the error carries no cause, only this wording.
+        if isinstance(current, DownloadError) and _RETRIES_EXHAUSTED.search(str(current)):
             return True
         # yt-dlp keeps the original exception in exc_info (DownloadError, ExtractorError) or cause.
         exc_info = getattr(current, "exc_info", None)

@@ -149,7 +149,7 @@ class ServiceProcess:
 
     def __init__(self, data_dir: Path, *args: str, **env):
         self.args = args
-        self.port = free_port()
+        self.port = int(env.get("PORT") or free_port())  # PORT=: a restart on the same address
         self.data_dir = data_dir
         self.env = {
             **os.environ,
@@ -161,12 +161,11 @@ class ServiceProcess:
         }
         self.process = None
         self.base = f"http://127.0.0.1:{self.port}"
+        self.command = [sys.executable, "-m", "app", *args]  # a test may wrap it (e.g. in unshare)
 
     def start(self) -> "ServiceProcess":
         self.log = open(self.data_dir.parent / f"service-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", *self.args], cwd=REPO, env=self.env, stderr=self.log
-        )
+        self.process = subprocess.Popen(self.command, cwd=REPO, env=self.env, stderr=self.log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

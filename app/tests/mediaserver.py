@@ -2,6 +2,7 @@
 
 import asyncio
 import collections
+import html
 import socket
 import struct
 import subprocess
@@ -13,6 +14,8 @@ from aiohttp import web
 # Every address a test may be sent to is loopback; 127.0.0.2 is the "blocked" target and nothing
 # listens there, so even a broken guard could not fetch anything from it.
 BLOCKED_HOST = "127.0.0.2"
+# The <title> of /page-hostile.html: a page must show it as text, never parse it as HTML.
+HOSTILE_TITLE = "<img src=x onerror=alert(1)>"
 
 
 def _ffmpeg(*args: str) -> None:
@@ -66,23 +69,28 @@ class MediaServer:
     /slow/<name>?rate=<bytes/s>   the same, throttled, with Range (resume) support
     /redirect-blocked             302 to the same file on 127.0.0.2 (a blocked address)
     /page-blocked.html            a page embedding a <video> on 127.0.0.2
+    /page-hostile.html            a page embedding sample.mp4, titled HOSTILE_TITLE
     /hls-blocked.m3u8             the HLS playlist with its segments on 127.0.0.2
     /chunked/<name>               the file in chunked transfer encoding, without Content-Length
     /flaky/<key>/<name>?fails=2&mode=503|reset
                                   the first `fails` requests of each key fail (HTTP 503, or a TCP
                                   reset), later ones serve the file
+    /truncated/<key>/<name>?times=7
+                                  the first `times` requests of each key announce the whole (rest
+                                  of the) file but close the connection after 64 KiB of it
+    /redirect?to=<url>            302 to url
     """
 
-    def __init__(self, folder: Path):
-        self.folder = folder
+    def __init__(self, folder: Path, host: str = "127.0.0.1", port: int = 0):
+        # Another host only inside a test container (test_container.py); every other test stays on loopback.
+        self.folder, self.host, self.port = folder, host, port
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         self.flaky_hits: collections.Counter = collections.Counter()
-        self.port = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self.host}:{self.port}{path}"
 
     def start(self) -> "MediaServer":
         self._thread.start()
@@ -98,14 +106,17 @@ class MediaServer:
         application = web.Application(middlewares=[self._record])
         application.router.add_get("/redirect-blocked", self._redirect_blocked)
         application.router.add_get("/page-blocked.html", self._page_blocked)
+        application.router.add_get("/page-hostile.html", self._page_hostile)
         application.router.add_get("/hls-blocked.m3u8", self._hls_blocked)
         application.router.add_get("/slow/{name:.+}", self._slow)
         application.router.add_get("/flaky/{key}/{name:.+}", self._flaky)
         application.router.add_get("/chunked/{name:.+}", self._chunked)
+        application.router.add_get("/truncated/{key}/{name:.+}", self._truncated)
+        application.router.add_get("/redirect", self._redirect)
         application.router.add_static("/media", self.folder)
         self._runner = web.AppRunner(application, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
 
@@ -122,6 +133,12 @@ class MediaServer:
                 f'src="http://{BLOCKED_HOST}:{self.port}/media/sample.mp4"></video></body></html>')  # fmt: skip
         return web.Response(text=body, content_type="text/html")
 
+    async def _page_hostile(self, request):
+        # Escaped in the page, so the title yt-dlp extracts is the markup itself.
+        body = (f"<html><head><title>{html.escape(HOSTILE_TITLE)}</title></head><body>"
+                '<video src="/media/sample.mp4"></video></body></html>')  # fmt: skip
+        return web.Response(text=body, content_type="text/html")
+
     async def _hls_blocked(self, request):
         playlist = (self.folder / "hls" / "index.m3u8").read_text()
         base = f"http://{BLOCKED_HOST}:{self.port}/media/hls/"
@@ -132,10 +149,7 @@ class MediaServer:
         key = request.match_info["key"]
         self.flaky_hits[key] += 1
         if self.flaky_hits[key] > int(request.query.get("fails", "2")):
-            path = (self.folder / request.match_info["name"]).resolve()
-            if not path.is_relative_to(self.folder.resolve()) or not path.is_file():
-                raise web.HTTPNotFound()
-            return web.FileResponse(path)
+            return web.FileResponse(self._file(request))
         if request.query.get("mode") == "reset":
             # SO_LINGER 0: close() sends a RST, what the client sees as "connection reset by peer".
             sock = request.transport.get_extra_info("socket")
@@ -144,10 +158,47 @@ class MediaServer:
             raise web.HTTPServiceUnavailable()  # never reaches the closed connection
         raise web.HTTPServiceUnavailable(text="try again later")
 
-    async def _chunked(self, request):
+    async def _redirect(self, request):
+        raise web.HTTPFound(request.query["to"])
+
+    async def _truncated(self, request):
+        path = self._file(request)
+        key = request.match_info["key"]
+        self.flaky_hits[key] += 1
+        if self.flaky_hits[key] > int(request.query.get("times", "7")):
+            return web.FileResponse(path)
+        start, size = self._range_start(request, path), path.stat().st_size
+        response = web.StreamResponse(status=206 if start else 200)
+        response.content_type = "video/mp4"
+        response.content_length = size - start
+        response.headers["Accept-Ranges"] = "bytes"
+        if start:
+            response.headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
+        await response.prepare(request)
+        with path.open("rb") as file:
+            file.seek(start)
+            await response.write(file.read(64 * 1024))
+        request.transport.close()
+        return response
+
+    def _file(self, request) -> Path:
         path = (self.folder / request.match_info["name"]).resolve()
         if not path.is_relative_to(self.folder.resolve()) or not path.is_file():
             raise web.HTTPNotFound()
+        return path
+
+    @staticmethod
+    def _range_start(request, path: Path) -> int:
+        start = 0
+        range_header = request.headers.get("Range", "")
+        if range_header.startswith("bytes="):
+            start = int(range_header[6:].split("-", 1)[0] or 0)
+        if start >= path.stat().st_size:
+            raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{path.stat().st_size}"})
+        return start
+
+    async def _chunked(self, request):
+        path = self._file(request)
         response = web.StreamResponse()
         response.content_type = "video/mp4"
         response.enable_chunked_encoding()
@@ -161,17 +212,10 @@ class MediaServer:
         return response
 
     async def _slow(self, request):
-        path = (self.folder / request.match_info["name"]).resolve()
-        if not path.is_relative_to(self.folder.resolve()) or not path.is_file():
-            raise web.HTTPNotFound()
+        path = self._file(request)
         rate = int(request.query.get("rate", "200000"))
         size = path.stat().st_size
-        start = 0
-        range_header = request.headers.get("Range", "")
-        if range_header.startswith("bytes="):
-            start = int(range_header[6:].split("-", 1)[0] or 0)
-        if start >= size:
-            raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+        start = self._range_start(request, path)
         response = web.StreamResponse(status=206 if start else 200)
         response.content_type = "video/mp4"
         response.content_length = size - start
