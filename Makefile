@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SCENARIOS ?= default python_build
+ROLES := $(patsubst roles/%/meta/argument_specs.yml,%,$(wildcard roles/*/meta/argument_specs.yml))
 
-.PHONY: run test lint pytest container-test image molecule images artifacts
+.PHONY: run test lint role-docs pytest container-test image molecule images artifacts
 
 $(BIN)/activate: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,17 @@ lint: $(BIN)/activate
 	$(BIN)/yamllint --strict .
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ansible-lint --offline
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/python -m pytest -q molecule/test_role_specs.py
+	@# Each role's README as committed: regenerated into a copy, which must not differ.
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; for role in $(ROLES); do \
+	  cp roles/$$role/README.md "$$tmp/$$role.md"; \
+	  $(BIN)/aar-doc --output-file "$$tmp/$$role.md" roles/$$role markdown; \
+	  diff -u roles/$$role/README.md "$$tmp/$$role.md" || { echo "roles/$$role/README.md is stale: make role-docs"; exit 1; }; \
+	done
+
+# The generated part of each role's README.md, from its meta/ (aar-doc; settings in .aar_doc.yml).
+role-docs: $(BIN)/activate
+	set -e; for role in $(ROLES); do $(BIN)/aar-doc roles/$$role markdown; done
 
 # Docker-free: the container tests have their own target.
 pytest: $(BIN)/activate

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from aiohttp import web
 
+from app.appkeys import MANAGER
 from app.config import ConfigError, load_settings
 from app.protocol import AppRunner
-from app.web import MANAGER, create_app
+from app.web import create_app
 
 SHUTDOWN_TIMEOUT_S = 3.0
 # From SIGTERM to exit, whatever happens: SHUTDOWN_TIMEOUT_S for open requests plus some slack.
@@ -62,7 +63,9 @@ async def serve(settings) -> None:
 
 def _code_stamp() -> dict:
     root = Path(__file__).parent
-    return {path: path.stat().st_mtime for path in root.rglob("*.py") if "tests" not in path.parts}
+    # The web page's files count too: app/ui.py reads them once per process.
+    paths = [*root.rglob("*.py"), *(root / "static").iterdir()]
+    return {path: path.stat().st_mtime for path in paths if "tests" not in path.parts}
 
 
 def reload_loop() -> int:

@@ -9,7 +9,6 @@ import asyncio
 import hashlib
 import hmac
 import ipaddress
-import json
 import logging
 import socket
 import time
@@ -21,6 +20,7 @@ from aiohttp.abc import AbstractResolver
 import app
 from app import guard
 from app.config import Settings
+from app.contract import encode
 from app.store import FINISHED
 
 # Answers after which a delivery is tried again; any other non-2xx answer is final.
@@ -56,7 +56,7 @@ class Callbacks:
 
     def __init__(self, settings: Settings, render):
         self.settings = settings
-        self.render = render  # task dict -> the JSON object the API shows
+        self.render = render  # task record -> the view the API shows (app.views.task_view)
         self._sent: set[str] = set()
         self._deliveries: set[asyncio.Task] = set()
 
@@ -75,11 +75,12 @@ class Callbacks:
         await asyncio.gather(*self._deliveries, return_exceptions=True)
 
     async def deliver(self, url: str, task: dict) -> bool:
-        body = json.dumps(self.render(task), separators=(",", ":")).encode()
+        body = encode(self.render(task))
         attempts, delay = self.settings.callback_attempts, self.settings.retry_delay_s
         connector = aiohttp.TCPConnector(resolver=_GuardedResolver(self.settings.allow_networks), use_dns_cache=False)
-        async with aiohttp.ClientSession(connector=connector, trust_env=False,
-                                         timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)) as session:  # fmt: skip
+        async with aiohttp.ClientSession(
+            connector=connector, trust_env=False, timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)
+        ) as session:
             for attempt in range(1, attempts + 1):
                 outcome, retry = await self._post(session, url, task["id"], body)
                 if not retry:

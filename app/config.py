@@ -1,5 +1,10 @@
-"""Settings from the environment; a bad value names the setting and stops start-up."""
+"""Settings from the environment, each declared once on its field: variable, default, bounds and
+meaning. load_settings() parses from these declarations; the README tables, the Ansible role
+(defaults, argument_specs, env template) and compose.yaml are checked against them by tests.
+A bad value names the setting and stops start-up.
+"""
 
+import dataclasses
 import ipaddress
 import os
 import urllib.parse
@@ -10,49 +15,144 @@ from app.numbers import ascii_decimal, ascii_int
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MIN_TOKEN_LENGTH = 16
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 
 
 class ConfigError(ValueError):
     """One invalid setting; str() is the one-line message printed at start-up."""
 
 
+def setting(env: str, default, doc: str, *, low=None, high=None, secret: bool = False, file: bool = False):
+    """A field read from the environment variable env. low/high bound numbers; a secret is left
+    out of repr(); file: a `<env>_FILE` variable may name a file holding the value."""
+    metadata = {"env": env, "doc": doc, "low": low, "high": high, "file": file}
+    return field(default=default, metadata=metadata, repr=not secret)
+
+
 @dataclass(frozen=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    data_dir: Path = Path("./var")
-    max_concurrent: int = 2
-    queue_limit: int = 100
-    retention_hours: float = 24.0
-    # Seconds between retention passes; the storage cap is also enforced as downloads grow.
-    retention_interval_s: float = 600.0
-    max_storage_mb: int = 10240
-    min_free_mb: int = 1024
-    max_filesize_mb: int = 2048
-    allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    log_level: str = "INFO"
-    # Tries of one download before a transient error (reset, timeout, 5xx) fails the task,
-    # the first retry after retry_delay_s, each further one after twice the previous wait.
-    download_attempts: int = 3
-    retry_delay_s: float = 2.0
-    # POST /api/process per client: a token bucket of rate_burst, refilled rate_per_minute a minute
-    # (0: no limit). The client is the peer, or X-Forwarded-For's when the peer is a trusted proxy.
-    rate_per_minute: float = 60.0
-    rate_burst: int = 20
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    # Browser origins allowed to call the API (CORS); empty: CORS off; "*": any origin.
-    cors_origins: tuple[str, ...] = ()
-    # Peers allowed to read /metrics.
-    metrics_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
-        ipaddress.ip_network("127.0.0.0/8"),
-        ipaddress.ip_network("::1/128"),
+    host: str = setting("HOST", "127.0.0.1", "Address to listen on.")
+    port: int = setting("PORT", 8000, "TCP port.", low=1, high=65535)
+    data_dir: Path = setting(
+        "VIDEO_API_DATA_DIR",
+        Path("./var"),
+        "Data folder: SQLite database in `db/`, downloaded files in `media/`. The database is outside the served and"
+        " cleaned media folder.",
     )
-    # Bearer tokens any /api/* request but health must carry; empty: no authentication.
-    # Left out of repr() so a logged Settings object never shows them.
-    tokens: tuple[str, ...] = field(default=(), repr=False)
-    # Shared secret that signs callback POSTs (HMAC-SHA256); empty: callback_url is refused.
-    callback_secret: str = field(default="", repr=False)
-    callback_attempts: int = 5
+    max_concurrent: int = setting(
+        "VIDEO_API_MAX_CONCURRENT",
+        2,
+        "Downloads running at once, each in its own worker process and process group.",
+        low=1,
+        high=64,
+    )
+    queue_limit: int = setting(
+        "VIDEO_API_QUEUE_LIMIT",
+        100,
+        "Tasks that may wait; beyond it `POST /api/process` answers 429 with `Retry-After`.",
+        low=0,
+        high=1_000_000,
+    )
+    retention_hours: float = setting(
+        "VIDEO_API_RETENTION_HOURS",
+        24.0,
+        "Files older than this are deleted by the retention pass (every"
+        " `VIDEO_API_RETENTION_INTERVAL_S` and on `POST /api/storage/cleanup`). Fractions allowed.",
+        low=0.0,
+    )
+    retention_interval_s: float = setting(
+        "VIDEO_API_RETENTION_INTERVAL_S", 600.0, "Seconds between retention passes.", low=1.0
+    )
+    max_storage_mb: int = setting(
+        "VIDEO_API_MAX_STORAGE_MB",
+        10240,
+        "Size cap of the media folder, held while downloads run: before a download"
+        " starts (its likely size: the mean finished file) and whenever its known size grows, the oldest finished"
+        " files are deleted to make room; a download that does not fit waits for a running one to end. The newest"
+        " finished download is never deleted for size, so the folder stays within one file of the cap.",
+        low=1,
+        high=2**40,
+    )
+    min_free_mb: int = setting(
+        "VIDEO_API_MIN_FREE_MB",
+        1024,
+        "Free-disk floor: retention deletes oldest files while free space is below it; health reports 503 below it.",
+        low=0,
+        high=2**40,
+    )
+    max_filesize_mb: int = setting(
+        "VIDEO_API_MAX_FILESIZE_MB",
+        2048,
+        "Largest single download; a bigger one fails with a clear error and leaves no file.",
+        low=1,
+        high=2**30,
+    )
+    allow_networks: Networks = setting(
+        "VIDEO_API_ALLOW_NETWORKS",
+        (),
+        "Comma-separated CIDRs the downloader may reach although they are"
+        " private/loopback/reserved, e.g. `10.20.0.0/16,fd00::/8`.",
+    )
+    log_level: str = setting("VIDEO_API_LOG_LEVEL", "INFO", f"One of {', '.join(LOG_LEVELS)}.")
+    download_attempts: int = setting(
+        "VIDEO_API_DOWNLOAD_ATTEMPTS",
+        3,
+        "Tries of one download when it fails with a transient error (1 = no retry).",
+        low=1,
+        high=20,
+    )
+    retry_delay_s: float = setting(
+        "VIDEO_API_RETRY_DELAY_S",
+        2.0,
+        "Seconds before the first retry; each further wait doubles, at most 60 s.",
+        low=0.0,
+    )
+    rate_per_minute: float = setting(
+        "VIDEO_API_RATE_PER_MINUTE",
+        60.0,
+        "`POST /api/process` per client: refill rate of its token bucket (a minute;"
+        " fractions allowed). `0` turns the limit off.",
+        low=0.0,
+    )
+    rate_burst: int = setting(
+        "VIDEO_API_RATE_BURST", 20, "Bucket size: requests a client may make at once.", low=1, high=1_000_000
+    )
+    trusted_proxies: Networks = setting(
+        "VIDEO_API_TRUSTED_PROXIES",
+        (),
+        "CIDRs of reverse proxies. Only when the peer is one of them is the client"
+        " taken from `X-Forwarded-For` (the right-most entry that is not a trusted proxy).",
+    )
+    cors_origins: tuple[str, ...] = setting(
+        "VIDEO_API_CORS_ORIGINS",
+        (),
+        "Comma-separated browser origins (`https://app.example.com`), or `*`; empty: CORS off.",
+    )
+    metrics_networks: Networks = setting(
+        "VIDEO_API_METRICS_NETWORKS",
+        (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")),
+        "Peers (CIDRs) that may read `/metrics`; others get 403.",
+    )
+    tokens: tuple[str, ...] = setting(
+        "VIDEO_API_TOKENS",
+        (),
+        "Comma-separated bearer tokens, each at least 16 printable ASCII characters; with"
+        " `VIDEO_API_TOKENS_FILE` a file of them, one a line (`#` lines skipped). Both add up. Empty: no"
+        " authentication.",
+        secret=True,
+        file=True,
+    )
+    callback_secret: str = setting(
+        "VIDEO_API_CALLBACK_SECRET",
+        "",
+        "Shared secret (at least 16 characters) that signs callback POSTs; or"
+        " `VIDEO_API_CALLBACK_SECRET_FILE`. Empty: a `callback_url` is refused.",
+        secret=True,
+        file=True,
+    )
+    callback_attempts: int = setting(
+        "VIDEO_API_CALLBACK_ATTEMPTS", 5, "Deliveries tried per callback before giving up.", low=1, high=20
+    )
 
     @property
     def db_path(self) -> Path:
@@ -68,48 +168,44 @@ class Settings:
         return self.max_filesize_mb * 1024 * 1024
 
 
-def _integer(env, name: str, default: int, minimum: int, maximum: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
+DECLARED = tuple(dataclasses.fields(Settings))
+
+
+def _integer(name: str, raw: str, spec: dataclasses.Field) -> int:
     value = ascii_int(raw)
     if value is None:
         raise ConfigError(f"{name}={raw!r} is not an integer")
-    if not minimum <= value <= maximum:
-        raise ConfigError(f"{name}={value} must be between {minimum} and {maximum}")
+    if not spec.metadata["low"] <= value <= spec.metadata["high"]:
+        raise ConfigError(f"{name}={value} must be between {spec.metadata['low']} and {spec.metadata['high']}")
     return value
 
 
-def _number(env, name: str, default: float, minimum: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
+def _number(name: str, raw: str, spec: dataclasses.Field) -> float:
     value = ascii_decimal(raw)
     if value is None:
         raise ConfigError(f"{name}={raw!r} is not a number")
-    if value < minimum:
-        raise ConfigError(f"{name}={raw} must be a number >= {minimum}")
+    if value < spec.metadata["low"]:
+        raise ConfigError(f"{name}={raw} must be a number >= {spec.metadata['low']}")
     return value
 
 
-def _networks(env, name: str) -> tuple:
-    raw = env.get(name, "")
+def _items(raw: str) -> list[str]:
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _networks(name: str, raw: str, spec: dataclasses.Field) -> Networks:
     networks = []
-    for item in (part.strip() for part in raw.split(",")):
-        if not item:
-            continue
+    for item in _items(raw):
         try:
             networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
             raise ConfigError(f"{name}: {item!r} is not a CIDR network") from None
-    return tuple(networks)
+    return tuple(networks) or spec.default
 
 
-def _origins(env, name: str) -> tuple[str, ...]:
+def _origins(name: str, raw: str, spec: dataclasses.Field) -> tuple[str, ...]:
     origins = []
-    for item in (part.strip() for part in env.get(name, "").split(",")):
-        if not item:
-            continue
+    for item in _items(raw):
         if item != "*":
             parts = urllib.parse.urlsplit(item)
             if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
@@ -117,6 +213,13 @@ def _origins(env, name: str) -> tuple[str, ...]:
             item = item.lower()
         origins.append(item)
     return tuple(origins)
+
+
+def _log_level(name: str, raw: str, spec: dataclasses.Field) -> str:
+    level = raw.upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{name}={level!r} must be one of {', '.join(LOG_LEVELS)}")
+    return level
 
 
 def _check_token(token: str, origin: str) -> str:
@@ -128,69 +231,60 @@ def _check_token(token: str, origin: str) -> str:
     return token
 
 
-def _tokens(env) -> tuple[str, ...]:
-    tokens = [_check_token(t.strip(), "VIDEO_API_TOKENS") for t in env.get("VIDEO_API_TOKENS", "").split(",")
-              if t.strip()]  # fmt: skip
-    path = env.get("VIDEO_API_TOKENS_FILE", "").strip()
+def _file_lines(origin: str, path: str, what: str) -> list[str]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"{origin} cannot be read: {exc}") from None
+    # Blank lines and lines starting with '#' are skipped.
+    lines = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        raise ConfigError(f"{origin} holds no {what}")
+    return lines
+
+
+def _tokens(env, name: str) -> tuple[str, ...]:
+    tokens = [_check_token(token, name) for token in _items(env.get(name, ""))]
+    path = env.get(f"{name}_FILE", "").strip()
     if path:
-        try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeError) as exc:
-            raise ConfigError(f"VIDEO_API_TOKENS_FILE={path!r} cannot be read: {exc}") from None
-        # One token a line; blank lines and lines starting with '#' are skipped.
-        file_tokens = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-        if not file_tokens:
-            raise ConfigError(f"VIDEO_API_TOKENS_FILE={path!r} holds no token")
-        tokens += [_check_token(token, f"VIDEO_API_TOKENS_FILE={path!r}") for token in file_tokens]
+        origin = f"{name}_FILE={path!r}"
+        tokens += [_check_token(token, origin) for token in _file_lines(origin, path, "token")]
     return tuple(dict.fromkeys(tokens))
 
 
-def _callback_secret(env) -> str:
-    origin, secret = "VIDEO_API_CALLBACK_SECRET", env.get("VIDEO_API_CALLBACK_SECRET", "").strip()
-    path = env.get("VIDEO_API_CALLBACK_SECRET_FILE", "").strip()
+def _secret(env, name: str) -> str:
+    origin, secret = name, env.get(name, "").strip()
+    path = env.get(f"{name}_FILE", "").strip()
     if path:
-        origin = f"VIDEO_API_CALLBACK_SECRET_FILE={path!r}"
-        try:
-            lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, UnicodeError) as exc:
-            raise ConfigError(f"{origin} cannot be read: {exc}") from None
-        if not lines:
-            raise ConfigError(f"{origin} holds no secret")
-        secret = lines[0]
+        origin = f"{name}_FILE={path!r}"
+        secret = _file_lines(origin, path, "secret")[0]
     if secret and len(secret) < MIN_TOKEN_LENGTH:
         raise ConfigError(f"{origin}: the secret is shorter than {MIN_TOKEN_LENGTH} characters")
     return secret
 
 
+# How a raw value becomes a field's value, by the field's type (names where the type is shared).
+_PARSERS = {
+    int: _integer,
+    float: _number,
+    str: lambda name, raw, spec: raw,
+    Path: lambda name, raw, spec: Path(raw),
+    Networks: _networks,
+    "cors_origins": _origins,
+    "log_level": _log_level,
+}
+
+
 def load_settings(env=None) -> Settings:
     """Read every setting from env (default os.environ); raise ConfigError on the first bad one."""
     env = os.environ if env is None else env
-    host = env.get("HOST", "").strip() or Settings.host
-    data_dir = env.get("VIDEO_API_DATA_DIR", "").strip() or str(Settings.data_dir)
-    log_level = (env.get("VIDEO_API_LOG_LEVEL", "").strip() or Settings.log_level).upper()
-    if log_level not in LOG_LEVELS:
-        raise ConfigError(f"VIDEO_API_LOG_LEVEL={log_level!r} must be one of {', '.join(LOG_LEVELS)}")
-    return Settings(
-        host=host,
-        port=_integer(env, "PORT", Settings.port, 1, 65535),
-        data_dir=Path(data_dir),
-        max_concurrent=_integer(env, "VIDEO_API_MAX_CONCURRENT", Settings.max_concurrent, 1, 64),
-        queue_limit=_integer(env, "VIDEO_API_QUEUE_LIMIT", Settings.queue_limit, 0, 1_000_000),
-        retention_hours=_number(env, "VIDEO_API_RETENTION_HOURS", Settings.retention_hours, 0.0),
-        retention_interval_s=_number(env, "VIDEO_API_RETENTION_INTERVAL_S", Settings.retention_interval_s, 1.0),
-        max_storage_mb=_integer(env, "VIDEO_API_MAX_STORAGE_MB", Settings.max_storage_mb, 1, 2**40),
-        min_free_mb=_integer(env, "VIDEO_API_MIN_FREE_MB", Settings.min_free_mb, 0, 2**40),
-        max_filesize_mb=_integer(env, "VIDEO_API_MAX_FILESIZE_MB", Settings.max_filesize_mb, 1, 2**30),
-        allow_networks=_networks(env, "VIDEO_API_ALLOW_NETWORKS"),
-        log_level=log_level,
-        download_attempts=_integer(env, "VIDEO_API_DOWNLOAD_ATTEMPTS", Settings.download_attempts, 1, 20),
-        retry_delay_s=_number(env, "VIDEO_API_RETRY_DELAY_S", Settings.retry_delay_s, 0.0),
-        rate_per_minute=_number(env, "VIDEO_API_RATE_PER_MINUTE", Settings.rate_per_minute, 0.0),
-        rate_burst=_integer(env, "VIDEO_API_RATE_BURST", Settings.rate_burst, 1, 1_000_000),
-        trusted_proxies=_networks(env, "VIDEO_API_TRUSTED_PROXIES"),
-        cors_origins=_origins(env, "VIDEO_API_CORS_ORIGINS"),
-        metrics_networks=_networks(env, "VIDEO_API_METRICS_NETWORKS") or Settings.metrics_networks,
-        tokens=_tokens(env),
-        callback_secret=_callback_secret(env),
-        callback_attempts=_integer(env, "VIDEO_API_CALLBACK_ATTEMPTS", Settings.callback_attempts, 1, 20),
-    )
+    values = {}
+    for spec in DECLARED:
+        name = spec.metadata["env"]
+        if spec.name == "tokens":
+            values[spec.name] = _tokens(env, name)
+        elif spec.name == "callback_secret":
+            values[spec.name] = _secret(env, name)
+        elif raw := env.get(name, "").strip():
+            values[spec.name] = _PARSERS.get(spec.name, _PARSERS.get(spec.type))(name, raw, spec)
+    return Settings(**values)

@@ -94,8 +94,13 @@ class Manager:
 
     async def submit(self, url: str, options: dict) -> tuple[dict, bool]:
         """Queue a task, or return the active one for the same URL and options."""
-        task = {"id": uuid.uuid4().hex, "url": url, "options": options, "dedupe_key": dedupe_key(url, options),
-                "message": "waiting for a free worker"}  # fmt: skip
+        task = {
+            "id": uuid.uuid4().hex,
+            "url": url,
+            "options": options,
+            "dedupe_key": dedupe_key(url, options),
+            "message": "waiting for a free worker",
+        }
         task, created = await self.store.create(task, self.settings.queue_limit)
         if created:
             log.info("task %s -> queued (%s)", task["id"], url)
@@ -106,8 +111,13 @@ class Manager:
         """Stop the task if it is active and delete its files; returns the task as it is now."""
         task_id = task["id"]
         if task["status"] in ACTIVE:
-            fields = {"status": "cancelled", "message": "cancelled", "finished_at": time.time(), "speed": None,
-                      "eta": None}  # fmt: skip
+            fields = {
+                "status": "cancelled",
+                "message": "cancelled",
+                "finished_at": time.time(),
+                "speed": None,
+                "eta": None,
+            }
             if await self.store.update(task_id, fields):
                 log.info("task %s %s -> cancelled", task_id, task["status"])
                 self.metrics.task_finished("cancelled")
@@ -204,8 +214,7 @@ class Manager:
         await asyncio.to_thread(self._start_process, process)
         child_conn.close()
         loop = asyncio.get_running_loop()
-        running = _Running(task=task, process=process, conn=parent_conn, exited=loop.create_future(),
-                           reserved=reserved)  # fmt: skip
+        running = _Running(task=task, process=process, conn=parent_conn, exited=loop.create_future(), reserved=reserved)
         self._running[task["id"]] = running
         running.watcher = asyncio.create_task(self._watch(running))
         current = await self.store.get(task["id"])
@@ -271,8 +280,9 @@ class Manager:
             await self.store.update(task_id, fields, only_if=RUNNING)
         elif kind == "retry":
             log.info("task %s: %s", task_id, report["message"])
-            await self.store.update(task_id, {"message": report["message"], "speed": None, "eta": None},
-                                    only_if=RUNNING)  # fmt: skip
+            await self.store.update(
+                task_id, {"message": report["message"], "speed": None, "eta": None}, only_if=RUNNING
+            )
         elif kind == "done":
             running.ended = True
             running.reserved = 0  # its files count as finished files from now on
@@ -290,8 +300,15 @@ class Manager:
             if not path.is_file() or path.stat().st_size != file["size"]:
                 await self._fail(task_id, f"{file['kind']} file {file['file']} vanished before completion")
                 return
-            files.append({"id": uuid.uuid4().hex, "kind": file["kind"], "path": f"{task_id}/{file['file']}",
-                          "name": file["name"], "size": file["size"]})  # fmt: skip
+            files.append(
+                {
+                    "id": uuid.uuid4().hex,
+                    "kind": file["kind"],
+                    "path": f"{task_id}/{file['file']}",
+                    "name": file["name"],
+                    "size": file["size"],
+                }
+            )
         await self.store.update(task_id, {"video_info": report["video_info"]}, only_if=RUNNING)
         if await self.store.complete(task_id, files):
             log.info("task %s processing -> completed (%s)", task_id, ", ".join(f["kind"] for f in files))
@@ -304,8 +321,14 @@ class Manager:
         # A failed task is final: its partial files would only take space. Deleted before the status
         # says failed, so no client sees a failed task that still has files on disk.
         await self._delete_files(task_id, "task failed")
-        fields = {"status": "failed", "error": reason, "message": "failed", "finished_at": time.time(),
-                  "speed": None, "eta": None}  # fmt: skip
+        fields = {
+            "status": "failed",
+            "error": reason,
+            "message": "failed",
+            "finished_at": time.time(),
+            "speed": None,
+            "eta": None,
+        }
         if await self.store.update(task_id, fields):
             log.info("task %s -> failed: %s", task_id, reason)
             self.metrics.task_finished("failed")

@@ -106,9 +106,27 @@ def extract_audio(source: Path, target: Path, audio_format: str, bitrate: str) -
         codec_args = ["-c:a", encoder, "-b:a", f"{bitrate}k"]
     partial = target.with_name(target.name + ".part")
     # Inputs are local files only: the protocol whitelist keeps FFmpeg off the network.
-    command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-protocol_whitelist", "file",
-               "-i", "file:" + str(source), "-vn", "-sn", "-dn", "-map", "0:a:0", *codec_args,
-               "-f", _MUXERS[audio_format], "file:" + str(partial)]  # fmt: skip
+    command = [
+        "ffmpeg",
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-protocol_whitelist",
+        "file",
+        "-i",
+        "file:" + str(source),
+        "-vn",
+        "-sn",
+        "-dn",
+        "-map",
+        "0:a:0",
+        *codec_args,
+        "-f",
+        _MUXERS[audio_format],
+        "file:" + str(partial),
+    ]
     result = _run(command)
     if result.returncode != 0:
         partial.unlink(missing_ok=True)

@@ -75,22 +75,27 @@ class Metrics:
         tasks = GaugeMetricFamily("video_api_tasks", "Stored tasks by status.", labels=["status"])
         for status in STATUSES:
             tasks.add_metric([status], counts.get(status, 0))
-        finished = CounterMetricFamily("video_api_tasks_finished", "Tasks that ended, by final status.",
-                                       labels=["status"])  # fmt: skip
+        finished = CounterMetricFamily(
+            "video_api_tasks_finished", "Tasks that ended, by final status.", labels=["status"]
+        )
         for status, n in self.finished.items():
             finished.add_metric([status], n)
-        download_seconds = HistogramMetricFamily("video_api_download_duration_seconds",
-                                                 "Download time of completed tasks (retries included).")  # fmt: skip
+        download_seconds = HistogramMetricFamily(
+            "video_api_download_duration_seconds", "Download time of completed tasks (retries included)."
+        )
         self.download_seconds.add_to(download_seconds, [])
-        extract_seconds = HistogramMetricFamily("video_api_extraction_duration_seconds",
-                                                "Audio extraction time (FFmpeg) of completed tasks.")  # fmt: skip
+        extract_seconds = HistogramMetricFamily(
+            "video_api_extraction_duration_seconds", "Audio extraction time (FFmpeg) of completed tasks."
+        )
         self.extract_seconds.add_to(extract_seconds, [])
-        requests = CounterMetricFamily("video_api_http_requests", "HTTP requests by route and status.",
-                                       labels=["method", "route", "status"])  # fmt: skip
+        requests = CounterMetricFamily(
+            "video_api_http_requests", "HTTP requests by route and status.", labels=["method", "route", "status"]
+        )
         for (method, route, status), n in self.http_requests.items():
             requests.add_metric([method, route, str(status)], n)
-        latency = HistogramMetricFamily("video_api_http_request_duration_seconds", "HTTP request latency by route.",
-                                        labels=["method", "route"])  # fmt: skip
+        latency = HistogramMetricFamily(
+            "video_api_http_request_duration_seconds", "HTTP request latency by route.", labels=["method", "route"]
+        )
         for labels, histogram in self.http_seconds.items():
             histogram.add_to(latency, list(labels))
         families = [

@@ -16,14 +16,19 @@ log = logging.getLogger("app.protocol")
 
 class _RequestHandler(web_protocol.RequestHandler):
     def handle_error(self, request, status=500, exc=None, message=None) -> web.StreamResponse:
-        log.info("request from %s answered %d without reaching the API (%s)", request.remote, status,
-                 type(exc).__name__ if exc else "no detail")  # fmt: skip
+        log.info(
+            "request from %s answered %d without reaching the API (%s)",
+            request.remote,
+            status,
+            type(exc).__name__ if exc else "no detail",
+        )
         if request.writer.output_size > 0:
             raise ConnectionError("the response has started; it cannot turn into an error")
         phrase = http.HTTPStatus(status).phrase
         text = "malformed HTTP request" if status < 500 else phrase.lower()
-        response = web.json_response({"error": {"code": phrase.lower().replace(" ", "_"), "message": text}},
-                                     status=status)  # fmt: skip
+        response = web.json_response(
+            {"error": {"code": phrase.lower().replace(" ", "_"), "message": text}}, status=status
+        )
         response.force_close()
         return response
 

@@ -95,8 +95,15 @@ class Retention:
         media_dir = self.settings.media_dir
         for file in files:
             await asyncio.to_thread(_unlink, media_dir / file["path"])
-            deleted.append({"file_id": file["id"], "task_id": file["task_id"], "kind": file["kind"],
-                            "bytes": file["size"], "reason": reason})  # fmt: skip
+            deleted.append(
+                {
+                    "file_id": file["id"],
+                    "task_id": file["task_id"],
+                    "kind": file["kind"],
+                    "bytes": file["size"],
+                    "reason": reason,
+                }
+            )
         await self.store.mark_files_removed([f["id"] for f in files], reason)
         for task_id in {f["task_id"] for f in files}:
             await self.store.update(task_id, {"message": f"files removed by retention: {reason}"}, ("completed",))
@@ -115,8 +122,15 @@ class Retention:
                 if os.path.relpath(path, media_dir) in keep:
                     continue
                 size = await asyncio.to_thread(_unlink, path)
-                deleted.append({"file_id": None, "task_id": task and task["id"], "kind": "leftover",
-                                "bytes": size, "reason": "leftover of a task that is not active"})  # fmt: skip
+                deleted.append(
+                    {
+                        "file_id": None,
+                        "task_id": task and task["id"],
+                        "kind": "leftover",
+                        "bytes": size,
+                        "reason": "leftover of a task that is not active",
+                    }
+                )
             if is_dir and not keep:
                 await asyncio.to_thread(shutil.rmtree, entry.path, True)
 

@@ -163,8 +163,21 @@ def _display_name(title: str, suffix: str) -> str:
 
 
 def _video_info(info: dict) -> dict:
-    keys = ("title", "duration", "uploader", "extractor", "webpage_url", "width", "height", "ext", "format_id",
-            "vcodec", "acodec", "filesize", "upload_date")  # fmt: skip
+    keys = (
+        "title",
+        "duration",
+        "uploader",
+        "extractor",
+        "webpage_url",
+        "width",
+        "height",
+        "ext",
+        "format_id",
+        "vcodec",
+        "acodec",
+        "filesize",
+        "upload_date",
+    )
     return {key: info.get(key) for key in keys if info.get(key) is not None}
 
 
@@ -221,8 +234,12 @@ def download(spec: dict, report) -> dict:
             if attempt == attempts or not is_transient(exc):
                 raise TaskError(message) from None
             wait = min(delay * 2 ** (attempt - 1), MAX_RETRY_DELAY_S)
-            report({"type": "retry", "message": f"transient error, retry {attempt} of {attempts - 1} in {wait:g} s:"
-                                               f" {message}"})  # fmt: skip
+            report(
+                {
+                    "type": "retry",
+                    "message": f"transient error, retry {attempt} of {attempts - 1} in {wait:g} s: {message}",
+                }
+            )
             # A retry resumes the .part file (continuedl), it does not start over.
             time.sleep(wait)
     if info and info.get("_type") == "playlist":
@@ -290,8 +307,12 @@ def is_transient(error: BaseException) -> bool:
             return True
         # yt-dlp keeps the original exception in exc_info (DownloadError, ExtractorError) or cause.
         exc_info = getattr(current, "exc_info", None)
-        pending += [exc_info[1] if exc_info else None, getattr(current, "cause", None), current.__cause__,
-                    current.__context__]  # fmt: skip
+        pending += [
+            exc_info[1] if exc_info else None,
+            getattr(current, "cause", None),
+            current.__cause__,
+            current.__context__,
+        ]
     return False
 
 

@@ -55,8 +55,20 @@ def start_container(name: str) -> tuple[float, float]:
     """Seconds from `docker run` to the first 200 on /api/health, and to Docker's `healthy`."""
     port = free_port()
     started = time.monotonic()
-    docker("run", "-d", "--name", name, *HARDENED, "--health-interval", "100ms", "-p", f"127.0.0.1:{port}:8000",
-           "-e", "VIDEO_API_MIN_FREE_MB=1", IMAGE)  # fmt: skip
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        *HARDENED,
+        "--health-interval",
+        "100ms",
+        "-p",
+        f"127.0.0.1:{port}:8000",
+        "-e",
+        "VIDEO_API_MIN_FREE_MB=1",
+        IMAGE,
+    )
     wait_health(f"http://127.0.0.1:{port}/api/health", started + 30)
     answered = time.monotonic() - started
     while docker("inspect", "-f", "{{.State.Health.Status}}", name) != "healthy":
@@ -66,8 +78,12 @@ def start_container(name: str) -> tuple[float, float]:
 
 def tree_rss_kib(pid: int) -> int:
     """RSS of a process and all its descendants (the service, its fork server and resource tracker)."""
-    table = [line.split() for line in subprocess.run(["ps", "-eo", "pid=,ppid=,rss="], capture_output=True,
-                                                      text=True, check=True).stdout.splitlines()]  # fmt: skip
+    table = [
+        line.split()
+        for line in subprocess.run(
+            ["ps", "-eo", "pid=,ppid=,rss="], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+    ]
     tree, total, grew = {pid}, 0, True
     while grew:
         grew = False
@@ -108,15 +124,18 @@ def main() -> None:
                 cgroup = docker("stats", "--no-stream", "--format", "{{.MemUsage}}", name)
         finally:
             subprocess.run(["docker", "rm", "--force", "--volumes", name], capture_output=True)
-    print(f"start to first 200 on /api/health: median {statistics.median(answered):.2f} s "
-          f"(min {min(answered):.2f}, max {max(answered):.2f}, {STARTS} starts)")  # fmt: skip
+    print(
+        f"start to first 200 on /api/health: median {statistics.median(answered):.2f} s "
+        f"(min {min(answered):.2f}, max {max(answered):.2f}, {STARTS} starts)"
+    )
     print(f"start to Docker's 'healthy' (health interval 100 ms): median {statistics.median(healthy):.2f} s")
 
     with tempfile.TemporaryDirectory() as data:
         port = free_port()
         env = {**os.environ, "PORT": str(port), "VIDEO_API_DATA_DIR": data, "VIDEO_API_MIN_FREE_MB": "1"}
-        service = subprocess.Popen([str(REPO / ".venv/bin/python"), "-m", "app"], cwd=REPO, env=env,
-                                   stderr=subprocess.DEVNULL)  # fmt: skip
+        service = subprocess.Popen(
+            [str(REPO / ".venv/bin/python"), "-m", "app"], cwd=REPO, env=env, stderr=subprocess.DEVNULL
+        )
         try:
             wait_health(f"http://127.0.0.1:{port}/api/health", time.monotonic() + 30)
             time.sleep(IDLE_S)
@@ -124,8 +143,10 @@ def main() -> None:
         finally:
             service.terminate()
             service.wait(10)
-    print(f"idle RSS after {IDLE_S} s: container {container_rss / 1024:.1f} MiB (all its processes, tini included; "
-          f"cgroup {cgroup}), host `python -m app` {host_rss / 1024:.1f} MiB")  # fmt: skip
+    print(
+        f"idle RSS after {IDLE_S} s: container {container_rss / 1024:.1f} MiB (all its processes, tini included; "
+        f"cgroup {cgroup}), host `python -m app` {host_rss / 1024:.1f} MiB"
+    )
 
 
 if __name__ == "__main__":

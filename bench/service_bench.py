@@ -57,9 +57,16 @@ class Service:
     def __init__(self, data_dir: Path, **env):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "PORT": str(self.port), "VIDEO_API_DATA_DIR": str(data_dir),
-                    "VIDEO_API_ALLOW_NETWORKS": "127.0.0.1/32", "VIDEO_API_MIN_FREE_MB": "1",
-                    "VIDEO_API_LOG_LEVEL": "WARNING", "VIDEO_API_RATE_PER_MINUTE": "0", **env}  # fmt: skip
+        self.env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "VIDEO_API_DATA_DIR": str(data_dir),
+            "VIDEO_API_ALLOW_NETWORKS": "127.0.0.1/32",
+            "VIDEO_API_MIN_FREE_MB": "1",
+            "VIDEO_API_LOG_LEVEL": "WARNING",
+            "VIDEO_API_RATE_PER_MINUTE": "0",
+            **env,
+        }
         # Rate limiting off: the bench submits hundreds of tasks a minute from one client.
 
     def __enter__(self):
@@ -95,14 +102,36 @@ def fill_store(db_path: Path, count: int) -> list[str]:
     SQLiteTaskStore(db_path)  # creates the schema, counters and triggers
     db = sqlite3.connect(db_path)
     now = time.time()
-    options = json.dumps({"audio_bitrate": "192", "audio_format": "mp3", "extract_audio": True, "keep_video": True,
-                          "video_quality": "best"})  # fmt: skip
+    options = json.dumps(
+        {
+            "audio_bitrate": "192",
+            "audio_format": "mp3",
+            "extract_audio": True,
+            "keep_video": True,
+            "video_quality": "best",
+        }
+    )
     statuses = ("completed", "completed", "completed", "failed", "cancelled")
     rows = []
     for n in range(count):
         task_id, at = uuid.uuid4().hex, now - count + n
-        rows.append((task_id, f"http://127.0.0.1/video/{n}.mp4", options, task_id, statuses[n % 5], 100.0, 123456,
-                     123456, "completed", at, at, at, at))  # fmt: skip
+        rows.append(
+            (
+                task_id,
+                f"http://127.0.0.1/video/{n}.mp4",
+                options,
+                task_id,
+                statuses[n % 5],
+                100.0,
+                123456,
+                123456,
+                "completed",
+                at,
+                at,
+                at,
+                at,
+            )
+        )
     db.executemany(
         "INSERT INTO tasks (id, url, options, dedupe_key, status, progress, downloaded_bytes, total_bytes, message,"
         " created_at, updated_at, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -194,8 +223,11 @@ def bench_api(work: Path, seconds: float, wanted: set) -> None:
         ids = fill_store(data / "db" / "tasks.sqlite3", count)
         print(f"stored {count:,} tasks in {time.perf_counter() - started:.1f}s")
         with Service(data) as service:
-            targets = {"status": [f"/api/status/{task_id}" for task_id in ids], "list50": ["/api/tasks?limit=50"],
-                       "list50-failed": ["/api/tasks?limit=50&status=failed"]}  # fmt: skip
+            targets = {
+                "status": [f"/api/status/{task_id}" for task_id in ids],
+                "list50": ["/api/tasks?limit=50"],
+                "list50-failed": ["/api/tasks?limit=50&status=failed"],
+            }
             targets = {name: paths for name, paths in targets.items() if name in wanted}
             levels = (1, 16, 64) if count == 100_000 else (1,)
             for name, paths in targets.items():
@@ -205,8 +237,10 @@ def bench_api(work: Path, seconds: float, wanted: set) -> None:
                         result = load_wrk(service.base, paths, connections, seconds, work)
                     else:
                         result = asyncio.run(load(service.base, paths, connections, seconds))
-                    print(f"  {count:>7,} tasks  {name:<14} {connections:>2} conn: {result['rps']:7.0f} req/s"
-                          f"  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms")  # fmt: skip
+                    print(
+                        f"  {count:>7,} tasks  {name:<14} {connections:>2} conn: {result['rps']:7.0f} req/s"
+                        f"  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms"
+                    )
         shutil.rmtree(data)
 
 
@@ -230,8 +264,10 @@ def _fmt(rss: dict) -> str:
     workers = ", ".join(f"{kb / 1024:.1f}" for kb in rss["workers_kb"]) or "-"
     total_mb = (rss["main_kb"] + rss["forkserver_kb"] + sum(rss["workers_kb"])) / 1024
     pss_mb = rss["pss_total_kb"] / 1024
-    return (f"main {rss['main_kb'] / 1024:.1f} MB, fork server {rss['forkserver_kb'] / 1024:.1f} MB, "
-            f"workers [{workers}] MB; RSS sum {total_mb:.1f} MB, PSS sum {pss_mb:.1f} MB")  # fmt: skip
+    return (
+        f"main {rss['main_kb'] / 1024:.1f} MB, fork server {rss['forkserver_kb'] / 1024:.1f} MB, "
+        f"workers [{workers}] MB; RSS sum {total_mb:.1f} MB, PSS sum {pss_mb:.1f} MB"
+    )
 
 
 def bench_rss(work: Path, media: MediaServer) -> None:
@@ -242,8 +278,10 @@ def bench_rss(work: Path, media: MediaServer) -> None:
 
         async def two_downloads():
             async with aiohttp.ClientSession() as session:
-                ids = [await _submit(session, service.base, media.url(f"/slow/noise.mp4?rate=300000&rss={n}"))
-                       for n in range(2)]  # fmt: skip
+                ids = [
+                    await _submit(session, service.base, media.url(f"/slow/noise.mp4?rate=300000&rss={n}"))
+                    for n in range(2)
+                ]
                 await asyncio.sleep(2.0)
                 print(f"  two downloads:       {_fmt(service.tree_rss())}")
                 for task_id in ids:
@@ -261,13 +299,17 @@ def bench_churn(work: Path, media: MediaServer, downloads: int) -> None:
             async with aiohttp.ClientSession() as session:
                 started = time.perf_counter()
                 for batch in range(0, downloads, 50):
-                    ids = [await _submit(session, service.base, media.url(f"/media/sample.webm?churn={n}"))
-                           for n in range(batch, batch + 50)]  # fmt: skip
+                    ids = [
+                        await _submit(session, service.base, media.url(f"/media/sample.webm?churn={n}"))
+                        for n in range(batch, batch + 50)
+                    ]
                     results = [await _wait(session, service.base, task_id, 0.1) for task_id in ids]
                     failed = sum(r["status"] != "completed" for r in results)
                     rss = service.tree_rss()
-                    print(f"  after {batch + 50:>3} downloads ({failed} failed): main {rss['main_kb'] / 1024:.1f} MB,"
-                          f" fork server {rss['forkserver_kb'] / 1024:.1f} MB")  # fmt: skip
+                    print(
+                        f"  after {batch + 50:>3} downloads ({failed} failed): main {rss['main_kb'] / 1024:.1f} MB,"
+                        f" fork server {rss['forkserver_kb'] / 1024:.1f} MB"
+                    )
                 elapsed = time.perf_counter() - started
                 print(
                     f"  {downloads} downloads in {elapsed:.1f}s ({elapsed / downloads * 1000:.0f} ms each, 2 at a time)"
@@ -283,8 +325,23 @@ def bench_wall(work: Path, media: MediaServer, big_mb: int) -> None:
     source = media.folder / "big.mp4"
     if not source.exists():
         loops = max(1, big_mb * 1024 * 1024 // (media.folder / "noise.mp4").stat().st_size)
-        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-stream_loop", str(loops - 1), "-i",
-                        str(media.folder / "noise.mp4"), "-c", "copy", str(source)], check=True)  # fmt: skip
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-y",
+                "-stream_loop",
+                str(loops - 1),
+                "-i",
+                str(media.folder / "noise.mp4"),
+                "-c",
+                "copy",
+                str(source),
+            ],
+            check=True,
+        )
     size_mb = source.stat().st_size / 1024 / 1024
     url = media.url("/media/big.mp4")
     print(f"== wall time, one {size_mb:.0f} MB local download (best of 3) ==")
@@ -296,8 +353,10 @@ def bench_wall(work: Path, media: MediaServer, big_mb: int) -> None:
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
             started = time.perf_counter()
-            subprocess.run([str(REPO / ".venv/bin/yt-dlp"), "-q", "--no-progress", "--no-cache-dir", "-P", str(out),
-                            *extra, url], check=True)  # fmt: skip
+            subprocess.run(
+                [str(REPO / ".venv/bin/yt-dlp"), "-q", "--no-progress", "--no-cache-dir", "-P", str(out), *extra, url],
+                check=True,
+            )
             best = min(best, time.perf_counter() - started)
         return best
 
@@ -320,12 +379,16 @@ def bench_wall(work: Path, media: MediaServer, big_mb: int) -> None:
 
     video_cli = cli([])
     video_service = service_run({"extract_audio": False})
-    print(f"  video only:  service {video_service:.2f}s  yt-dlp CLI {video_cli:.2f}s"
-          f"  ratio {video_service / video_cli:.2f}x")  # fmt: skip
+    print(
+        f"  video only:  service {video_service:.2f}s  yt-dlp CLI {video_cli:.2f}s"
+        f"  ratio {video_service / video_cli:.2f}x"
+    )
     both_cli = cli(["-k", "-x"])
     both_service = service_run({"audio_format": "m4a", "audio_bitrate": "best"})
-    print(f"  video+audio: service {both_service:.2f}s  yt-dlp -k -x {both_cli:.2f}s"
-          f"  ratio {both_service / both_cli:.2f}x  (service: m4a, bitrate best = stream copy, like -x)")  # fmt: skip
+    print(
+        f"  video+audio: service {both_service:.2f}s  yt-dlp -k -x {both_cli:.2f}s"
+        f"  ratio {both_service / both_cli:.2f}x  (service: m4a, bitrate best = stream copy, like -x)"
+    )
     mp3_service = service_run({"audio_format": "mp3", "audio_bitrate": "192"})
     print(f"  video+mp3 192k (service default, re-encodes): {mp3_service:.2f}s")
 

@@ -30,30 +30,132 @@ def generate_media(folder: Path, seconds: int = 4) -> Path:
         return folder
     video = ["-f", "lavfi", "-i", f"testsrc=size=320x240:rate=25:duration={seconds}"]
     audio = ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds}"]
-    _ffmpeg(*video, *audio, "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac",
-            "-b:a", "128k", "-movflags", "+faststart", "-shortest", str(folder / "sample.mp4"))  # fmt: skip
-    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=15:duration=3", "-f", "lavfi", "-i",
-            "sine=frequency=660:sample_rate=48000:duration=3", "-c:v", "libvpx-vp9", "-deadline", "realtime",
-            "-cpu-used", "8", "-b:v", "200k", "-c:a", "libopus", "-b:a", "64k", "-shortest",
-            str(folder / "sample.webm"))  # fmt: skip
+    _ffmpeg(
+        *video,
+        *audio,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128k",
+        "-movflags",
+        "+faststart",
+        "-shortest",
+        str(folder / "sample.mp4"),
+    )
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=160x120:rate=15:duration=3",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=660:sample_rate=48000:duration=3",
+        "-c:v",
+        "libvpx-vp9",
+        "-deadline",
+        "realtime",
+        "-cpu-used",
+        "8",
+        "-b:v",
+        "200k",
+        "-c:a",
+        "libopus",
+        "-b:a",
+        "64k",
+        "-shortest",
+        str(folder / "sample.webm"),
+    )
     # Noise does not compress: a bigger file for throttled downloads (progress, cancel, resume).
-    _ffmpeg("-f", "lavfi", "-i", "nullsrc=size=320x240:rate=25:duration=6,geq=random(1)*255:128:128", *audio,
-            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-b:v", "2M", "-c:a", "aac",
-            "-shortest", "-movflags", "+faststart", str(folder / "noise.mp4"))  # fmt: skip
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "nullsrc=size=320x240:rate=25:duration=6,geq=random(1)*255:128:128",
+        *audio,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-b:v",
+        "2M",
+        "-c:a",
+        "aac",
+        "-shortest",
+        "-movflags",
+        "+faststart",
+        str(folder / "noise.mp4"),
+    )
     # Long audio, tiny picture: extracting its audio keeps FFmpeg busy for a while (cancel in processing).
-    _ffmpeg("-f", "lavfi", "-i", "color=c=black:s=32x32:r=1:d=600", "-f", "lavfi", "-i",
-            "sine=frequency=440:sample_rate=44100:duration=600", "-c:v", "libx264", "-preset", "ultrafast",
-            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", "-shortest", str(folder / "long.mp4"))  # fmt: skip
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=black:s=32x32:r=1:d=600",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=44100:duration=600",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "64k",
+        "-shortest",
+        str(folder / "long.mp4"),
+    )
     hls = folder / "hls"
     hls.mkdir(exist_ok=True)
-    _ffmpeg("-i", str(folder / "sample.mp4"), "-c", "copy", "-f", "hls", "-hls_time", "1", "-hls_playlist_type",
-            "vod", "-hls_segment_filename", str(hls / "seg%03d.ts"), str(hls / "index.m3u8"))  # fmt: skip
+    _ffmpeg(
+        "-i",
+        str(folder / "sample.mp4"),
+        "-c",
+        "copy",
+        "-f",
+        "hls",
+        "-hls_time",
+        "1",
+        "-hls_playlist_type",
+        "vod",
+        "-hls_segment_filename",
+        str(hls / "seg%03d.ts"),
+        str(hls / "index.m3u8"),
+    )
     # 1.3 MB in one-second segments (split between key frames): a stream whose size is unknown upfront.
     hls_noise = folder / "hls-noise"
     hls_noise.mkdir(exist_ok=True)
-    _ffmpeg("-i", str(folder / "noise.mp4"), "-c", "copy", "-f", "hls", "-hls_time", "1", "-hls_flags", "split_by_time",
-            "-hls_playlist_type", "vod", "-hls_segment_filename", str(hls_noise / "seg%03d.ts"),
-            str(hls_noise / "index.m3u8"))  # fmt: skip
+    _ffmpeg(
+        "-i",
+        str(folder / "noise.mp4"),
+        "-c",
+        "copy",
+        "-f",
+        "hls",
+        "-hls_time",
+        "1",
+        "-hls_flags",
+        "split_by_time",
+        "-hls_playlist_type",
+        "vod",
+        "-hls_segment_filename",
+        str(hls_noise / "seg%03d.ts"),
+        str(hls_noise / "index.m3u8"),
+    )
     (folder / "page.html").write_text(
         "<!DOCTYPE html><html><head><title>Embedded Test Video</title></head><body>"
         '<h1>Embedded</h1><video controls src="/media/sample.mp4" type="video/mp4"></video></body></html>'
@@ -129,14 +231,18 @@ class MediaServer:
         raise web.HTTPFound(f"http://{BLOCKED_HOST}:{self.port}/media/sample.mp4")
 
     async def _page_blocked(self, request):
-        body = (f"<html><head><title>Blocked embed</title></head><body><video controls "
-                f'src="http://{BLOCKED_HOST}:{self.port}/media/sample.mp4"></video></body></html>')  # fmt: skip
+        body = (
+            f"<html><head><title>Blocked embed</title></head><body><video controls "
+            f'src="http://{BLOCKED_HOST}:{self.port}/media/sample.mp4"></video></body></html>'
+        )
         return web.Response(text=body, content_type="text/html")
 
     async def _page_hostile(self, request):
         # Escaped in the page, so the title yt-dlp extracts is the markup itself.
-        body = (f"<html><head><title>{html.escape(HOSTILE_TITLE)}</title></head><body>"
-                '<video src="/media/sample.mp4"></video></body></html>')  # fmt: skip
+        body = (
+            f"<html><head><title>{html.escape(HOSTILE_TITLE)}</title></head><body>"
+            '<video src="/media/sample.mp4"></video></body></html>'
+        )
         return web.Response(text=body, content_type="text/html")
 
     async def _hls_blocked(self, request):

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from app.appkeys import STORE
 from app.tests.conftest import submit, wait_status
 
 
@@ -171,7 +172,7 @@ async def test_retention_by_age_then_410(make_client, media_server):
     old = await _completed(client, media_server.url("/media/sample.mp4?age=old"))
     new = await _completed(client, media_server.url("/media/sample.mp4?age=new"))
     # Age the first task's files by two hours, as if they were written then.
-    store = client.app[__import__("app.web", fromlist=["STORE"]).STORE]
+    store = client.app[STORE]
     store._db.execute("UPDATE files SET created_at = created_at - 7200 WHERE task_id = ?", (old["task_id"],))
     db_path = client.settings.db_path
 

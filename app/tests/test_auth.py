@@ -59,8 +59,10 @@ def test_an_empty_tokens_file_is_an_error(tmp_path):
 
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED)
-@pytest.mark.parametrize("headers", [{}, bearer("wrong-token-0123456789"), {"Authorization": TOKEN},
-                                     {"Authorization": f"Basic {TOKEN}"}, bearer("")])  # fmt: skip
+@pytest.mark.parametrize(
+    "headers",
+    [{}, bearer("wrong-token-0123456789"), {"Authorization": TOKEN}, {"Authorization": f"Basic {TOKEN}"}, bearer("")],
+)
 async def test_protected_routes_answer_401_without_the_right_token(make_client, method, path, headers):
     client = await make_client(tokens=(TOKEN,))
     response = await client.request(method, path, headers=headers, json={"url": "http://127.0.0.1/x"})

@@ -74,8 +74,11 @@ async def test_a_failing_receiver_is_retried_and_a_failed_task_is_reported(aioht
 async def test_a_callback_url_is_checked_like_a_download_url(make_client, media_server):
     client = await make_client(callback_secret=SECRET)
     url = media_server.url("/media/sample.webm")
-    for callback_url, code in (("http://127.0.0.2:9/hook", "blocked_address"), ("file:///etc/passwd", "invalid_url"),
-                               (42, "invalid_url")):  # fmt: skip
+    for callback_url, code in (
+        ("http://127.0.0.2:9/hook", "blocked_address"),
+        ("file:///etc/passwd", "invalid_url"),
+        (42, "invalid_url"),
+    ):
         response = await client.post("/api/process", json={"url": url, "callback_url": callback_url})
         assert response.status == 422
         assert (await response.json())["error"]["code"] == code
@@ -84,8 +87,9 @@ async def test_a_callback_url_is_checked_like_a_download_url(make_client, media_
 
 async def test_callbacks_need_a_secret(make_client, media_server):
     client = await make_client()
-    response = await client.post("/api/process", json={"url": media_server.url("/media/sample.webm"),
-                                                       "callback_url": "http://127.0.0.1:9/hook"})  # fmt: skip
+    response = await client.post(
+        "/api/process", json={"url": media_server.url("/media/sample.webm"), "callback_url": "http://127.0.0.1:9/hook"}
+    )
     assert response.status == 422
     assert (await response.json())["error"]["code"] == "callbacks_disabled"
 

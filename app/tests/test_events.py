@@ -77,8 +77,9 @@ async def test_events_of_an_unknown_task_are_404(client):
 async def test_a_finished_task_keeps_only_its_final_event_and_old_streams_are_forgotten(tmp_path, monkeypatch):
     store = SQLiteTaskStore(tmp_path / "tasks.sqlite3")
     hub = EventHub()
-    task, _ = await store.create({"id": "a" * 32, "url": "http://127.0.0.1/x", "options": {}, "dedupe_key": "k",
-                                  "message": "queued"}, 10)  # fmt: skip
+    task, _ = await store.create(
+        {"id": "a" * 32, "url": "http://127.0.0.1/x", "options": {}, "dedupe_key": "k", "message": "queued"}, 10
+    )
     for status in ("downloading", "downloading", "processing", "completed"):
         hub.publish({**task, "status": status})
     stream = hub._streams[task["id"]]

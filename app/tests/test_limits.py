@@ -66,16 +66,20 @@ def test_limit_and_cors_settings():
 async def test_task_creation_past_the_burst_answers_429_with_retry_after(make_client, media_server):
     client = await make_client(rate_per_minute=6, rate_burst=2)
     for n in range(2):
-        response = await client.post("/api/process", json={"url": media_server.url(f"/media/sample.webm?r={n}"),
-                                                           "extract_audio": False})  # fmt: skip
+        response = await client.post(
+            "/api/process", json={"url": media_server.url(f"/media/sample.webm?r={n}"), "extract_audio": False}
+        )
         assert response.status == 202
     response = await client.post("/api/process", json={"url": media_server.url("/media/sample.webm?r=3")})
     assert response.status == 429
     assert response.headers["Retry-After"] == "10"
     assert (await response.json())["error"]["code"] == "rate_limited"
     # X-Forwarded-For from a peer that is not a trusted proxy changes nothing.
-    spoofed = await client.post("/api/process", json={"url": media_server.url("/media/sample.webm?r=4")},
-                                headers={"X-Forwarded-For": "198.51.100.1"})  # fmt: skip
+    spoofed = await client.post(
+        "/api/process",
+        json={"url": media_server.url("/media/sample.webm?r=4")},
+        headers={"X-Forwarded-For": "198.51.100.1"},
+    )
     assert spoofed.status == 429
     # Reading is not limited.
     assert (await client.get("/api/tasks")).status == 200
@@ -84,13 +88,15 @@ async def test_task_creation_past_the_burst_answers_429_with_retry_after(make_cl
 
 
 async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket(make_client, media_server):
-    client = await make_client(rate_per_minute=1, rate_burst=1,
-                               trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))  # fmt: skip
+    client = await make_client(rate_per_minute=1, rate_burst=1, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
     url = media_server.url("/media/sample.webm")
 
     async def post(forwarded_for):
-        return (await client.post("/api/process", json={"url": url, "extract_audio": False},
-                                  headers={"X-Forwarded-For": forwarded_for})).status  # fmt: skip
+        return (
+            await client.post(
+                "/api/process", json={"url": url, "extract_audio": False}, headers={"X-Forwarded-For": forwarded_for}
+            )
+        ).status
 
     assert await post("198.51.100.1") == 202
     assert await post("198.51.100.1") == 429
@@ -101,8 +107,9 @@ async def test_cors_is_off_by_default(make_client):
     client = await make_client()
     response = await client.get("/api/health", headers={"Origin": APP_ORIGIN})
     assert "Access-Control-Allow-Origin" not in response.headers
-    preflight = await client.options("/api/process", headers={"Origin": APP_ORIGIN,
-                                                              "Access-Control-Request-Method": "POST"})  # fmt: skip
+    preflight = await client.options(
+        "/api/process", headers={"Origin": APP_ORIGIN, "Access-Control-Request-Method": "POST"}
+    )
     assert preflight.status == 405
     assert "Access-Control-Allow-Origin" not in preflight.headers
 
@@ -111,17 +118,21 @@ async def test_cors_answers_listed_origins_only(make_client):
     client = await make_client(cors_origins=(APP_ORIGIN,), tokens=(TOKEN,))
     preflight = await client.options(
         "/api/process",
-        headers={"Origin": APP_ORIGIN, "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "authorization, content-type"},
-    )  # fmt: skip
+        headers={
+            "Origin": APP_ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
     assert preflight.status == 204  # a preflight carries no token and needs none
     assert preflight.headers["Access-Control-Allow-Origin"] == APP_ORIGIN
     assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
     assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
     assert "Access-Control-Allow-Credentials" not in preflight.headers
     assert preflight.headers["Vary"] == "Origin"
-    other = await client.options("/api/process", headers={"Origin": "https://evil.example.net",
-                                                          "Access-Control-Request-Method": "POST"})  # fmt: skip
+    other = await client.options(
+        "/api/process", headers={"Origin": "https://evil.example.net", "Access-Control-Request-Method": "POST"}
+    )
     # Not answered as a preflight: it goes the normal way (here: no token) and grants nothing.
     assert other.status == 401 and "Access-Control-Allow-Origin" not in other.headers
     refused = await client.get("/api/tasks", headers={"Origin": APP_ORIGIN})

@@ -35,8 +35,10 @@ async def test_metrics_move_after_a_download(client, media_server):
     assert after[("video_api_media_used_bytes", ())] > 0
     accepted = ("video_api_http_requests_total", (("method", "POST"), ("route", "/api/process"), ("status", "202")))
     assert after[accepted] == 1
-    polled = ("video_api_http_requests_total",
-              (("method", "GET"), ("route", "/api/status/{task_id}"), ("status", "200")))  # fmt: skip
+    polled = (
+        "video_api_http_requests_total",
+        (("method", "GET"), ("route", "/api/status/{task_id}"), ("status", "200")),
+    )
     assert after[polled] >= 1
     latency = ("video_api_http_request_duration_seconds_count", (("method", "POST"), ("route", "/api/process")))
     assert after[latency] == 1

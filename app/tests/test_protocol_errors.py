@@ -14,8 +14,9 @@ TOKEN = "t0ken-for-protocol-tests-0123456789"
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    process = ServiceProcess(tmp_path_factory.mktemp("protocol") / "data", VIDEO_API_TOKENS=TOKEN,
-                             VIDEO_API_LOG_LEVEL="DEBUG").start()  # fmt: skip
+    process = ServiceProcess(
+        tmp_path_factory.mktemp("protocol") / "data", VIDEO_API_TOKENS=TOKEN, VIDEO_API_LOG_LEVEL="DEBUG"
+    ).start()
     yield process
     process.stop()
 

@@ -42,8 +42,17 @@ def mixed_host_service(tmp_path):
     hosts.write_text(f"127.0.0.1 localhost\n127.0.0.1 {MIXED_HOST}\n{BLOCKED_HOST} {MIXED_HOST}\n")
     (tmp_path / "data").mkdir()
     service = ServiceProcess(tmp_path / "data")
-    service.command = ["unshare", "-m", "sh", "-c", f'mount --bind {hosts} /etc/hosts && exec "$@"', "sh",
-                       sys.executable, "-m", "app"]  # fmt: skip
+    service.command = [
+        "unshare",
+        "-m",
+        "sh",
+        "-c",
+        f'mount --bind {hosts} /etc/hosts && exec "$@"',
+        "sh",
+        sys.executable,
+        "-m",
+        "app",
+    ]
     service.start()
     yield service
     service.stop()

@@ -36,8 +36,10 @@ async def test_a_server_that_fails_twice_then_serves_is_retried_into_success(mak
     assert task["status"] == "completed", task
     assert media_server.flaky_hits[key] >= 3
     retries = sorted(m for m in messages if m.startswith("transient error"))
-    assert [m.split(":")[0] for m in retries] == ["transient error, retry 1 of 2 in 0.3 s",
-                                                 "transient error, retry 2 of 2 in 0.6 s"], messages  # fmt: skip
+    assert [m.split(":")[0] for m in retries] == [
+        "transient error, retry 1 of 2 in 0.3 s",
+        "transient error, retry 2 of 2 in 0.6 s",
+    ], messages
     assert (await client.get(task["files"]["video"])).status == 200
 
 

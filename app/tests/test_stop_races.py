@@ -32,16 +32,22 @@ def processes_with(marker: str) -> list[int]:
 
 def trial(tmp_path: Path, media_server, delay: float, warm: bool, queued: int = 1) -> float:
     marker = f"VIDEO_API_TEST_TRIAL={uuid.uuid4().hex}"
-    service = ServiceProcess(tmp_path / f"trial-{uuid.uuid4().hex[:8]}", VIDEO_API_RATE_PER_MINUTE="0",
-                             VIDEO_API_TEST_TRIAL=marker.split("=")[1])  # fmt: skip
+    service = ServiceProcess(
+        tmp_path / f"trial-{uuid.uuid4().hex[:8]}",
+        VIDEO_API_RATE_PER_MINUTE="0",
+        VIDEO_API_TEST_TRIAL=marker.split("=")[1],
+    )
     service.data_dir.mkdir(parents=True)
     service.start()
     if warm:  # a first download running means the fork server has finished its imports
         first = service.submit(media_server.url(f"/slow/noise.mp4?rate=100000&warm={marker}"), extract_audio=False)
         service.wait(first, lambda s: s["status"] == "downloading" and s["progress"] > 0)
     for n in range(queued):
-        requests.post(service.base + "/api/process", timeout=10,
-                      json={"url": media_server.url(f"/slow/noise.mp4?rate=100000&n={n}&{marker}")})  # fmt: skip
+        requests.post(
+            service.base + "/api/process",
+            timeout=10,
+            json={"url": media_server.url(f"/slow/noise.mp4?rate=100000&n={n}&{marker}")},
+        )
     time.sleep(delay)
     elapsed = service.stop(signal.SIGTERM, timeout=30)
     deadline = time.monotonic() + 1.0  # SIGKILLed processes take a moment to vanish

@@ -30,8 +30,10 @@ async def test_six_downloads_into_a_small_cap_never_overflow_it(make_client, med
             await asyncio.sleep(0.2)
 
     sampler = asyncio.create_task(sample())
-    ids = [await submit(client, media_server.url(f"/slow/noise.mp4?rate=1500000&cap={n}"), extract_audio=False)
-           for n in range(6)]  # fmt: skip
+    ids = [
+        await submit(client, media_server.url(f"/slow/noise.mp4?rate=1500000&cap={n}"), extract_audio=False)
+        for n in range(6)
+    ]
     finals = [await wait_status(client, task_id) for task_id in ids]
     sampler.cancel()
     print(f"peak {peak / MB:.2f} MB against a cap of {cap_mb} MB ({file_size / MB:.2f} MB files, 6 downloads)")

@@ -94,8 +94,15 @@ def test_settings_defaults_match_the_contract():
 
 
 def test_settings_parse_values():
-    settings = load_settings({"HOST": "0.0.0.0", "PORT": "9000", "VIDEO_API_ALLOW_NETWORKS": " 10.0.0.0/8, fd00::/8 ",
-                              "VIDEO_API_LOG_LEVEL": "debug", "VIDEO_API_RETENTION_HOURS": "0.5"})  # fmt: skip
+    settings = load_settings(
+        {
+            "HOST": "0.0.0.0",
+            "PORT": "9000",
+            "VIDEO_API_ALLOW_NETWORKS": " 10.0.0.0/8, fd00::/8 ",
+            "VIDEO_API_LOG_LEVEL": "debug",
+            "VIDEO_API_RETENTION_HOURS": "0.5",
+        }
+    )
     assert settings.port == 9000 and settings.log_level == "DEBUG" and settings.retention_hours == 0.5
     assert [str(n) for n in settings.allow_networks] == ["10.0.0.0/8", "fd00::/8"]
     with pytest.raises(ConfigError, match="VIDEO_API_RETENTION_HOURS"):
@@ -120,8 +127,14 @@ async def test_store_counts_fifo_dedupe_and_queue_limit(tmp_path):
     assert first["id"] == f"{0:032x}" and first["status"] == "downloading" and first["attempts"] == 1
     assert await store.update(first["id"], {"status": "failed"})
     assert not await store.update(first["id"], {"progress": 5})  # finished tasks do not change
-    assert await store.counts() == {"queued": 2, "downloading": 0, "processing": 0, "completed": 0,
-                                    "failed": 1, "cancelled": 0}  # fmt: skip
+    assert await store.counts() == {
+        "queued": 2,
+        "downloading": 0,
+        "processing": 0,
+        "completed": 0,
+        "failed": 1,
+        "cancelled": 0,
+    }
     # The failed task's key is free again.
     _, created = await _new_task(store, 7, key="0")
     assert created
