@@ -2,10 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SCENARIOS ?= default python_build
+SCENARIOS ?= default python_build cluster
 ROLES := $(patsubst roles/%/meta/argument_specs.yml,%,$(wildcard roles/*/meta/argument_specs.yml))
 
-.PHONY: run test lint role-docs pytest container-test image molecule images artifacts
+.PHONY: run test prerequisites lint role-docs pytest pytest-fast container-test image molecule images artifacts
 
 $(BIN)/activate: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,11 @@ run: $(BIN)/activate
 	$(BIN)/python -m app
 
 # The whole suite: lint, the service's tests, the container image's, every Molecule scenario (one at a time).
-test: lint pytest container-test molecule
+# First what it needs on the machine: installed and started as root, else named and stopped at once.
+test: prerequisites lint pytest container-test molecule
+
+prerequisites:
+	bash .ci/prerequisites.sh
 
 lint: $(BIN)/activate
 	$(BIN)/ruff check .
@@ -37,9 +41,15 @@ lint: $(BIN)/activate
 role-docs: $(BIN)/activate
 	set -e; for role in $(ROLES); do $(BIN)/aar-doc roles/$$role markdown; done
 
+# The fast part alone, for quick rounds while developing: no downloads, processes, databases or browser.
+pytest-fast: $(BIN)/activate
+	$(BIN)/python -m pytest -m 'not e2e and not container' app/tests
+
 # Docker-free: the container tests have their own target.
 pytest: $(BIN)/activate
 	$(BIN)/python -m pytest -m 'not container' app/tests
+	@# The same suite on the PostgreSQL task store (the web page's browser tests do not depend on it).
+	VIDEO_API_TEST_STORE=postgresql $(BIN)/python -m pytest -m 'not container and not browser' app/tests
 
 # The image (Dockerfile) from the local Debian 12 base: built, run hardened, a download stopped and resumed, compose.
 container-test: $(BIN)/activate

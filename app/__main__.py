@@ -17,6 +17,7 @@ from aiohttp import web
 from app.appkeys import MANAGER
 from app.config import ConfigError, load_settings
 from app.protocol import AppRunner
+from app.store import StoreConnectError
 from app.web import create_app
 
 SHUTDOWN_TIMEOUT_S = 3.0
@@ -115,8 +116,8 @@ def main() -> int:
     os.makedirs(settings.data_dir, exist_ok=True)
     try:
         asyncio.run(serve(settings))
-    except OSError as exc:
-        log.error("cannot start: %s", exc)
+    except (OSError, StoreConnectError) as exc:
+        log.error("cannot start: %s", exc)  # StoreConnectError names the database without its password
         return 1
     return 0
 

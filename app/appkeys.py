@@ -1,5 +1,6 @@
 """The application's shared objects, one typed key each (aiohttp's AppKey)."""
 
+import aiohttp
 from aiohttp import web
 
 from app.callbacks import Callbacks
@@ -20,3 +21,5 @@ METRICS = web.AppKey("metrics", Metrics)
 EVENTS = web.AppKey("events", EventHub)
 CALLBACKS = web.AppKey("callbacks", Callbacks)
 TOKEN_DIGESTS = web.AppKey("token_digests", tuple)
+# Several hosts: the HTTP client for requests to the other hosts (app/cluster.py).
+PEERS = web.AppKey("peers", aiohttp.ClientSession)

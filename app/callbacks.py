@@ -21,7 +21,7 @@ import app
 from app import guard
 from app.config import Settings
 from app.contract import encode
-from app.store import FINISHED
+from app.records import FINISHED
 
 # Answers after which a delivery is tried again; any other non-2xx answer is final.
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})

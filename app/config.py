@@ -7,6 +7,7 @@ A bad value names the setting and stops start-up.
 import dataclasses
 import ipaddress
 import os
+import socket
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,52 @@ class Settings:
     callback_attempts: int = setting(
         "VIDEO_API_CALLBACK_ATTEMPTS", 5, "Deliveries tried per callback before giving up.", low=1, high=20
     )
+    database_url: str = setting(
+        "VIDEO_API_DATABASE_URL",
+        "",
+        "Empty: SQLite under the data folder (one host). `postgresql://user:pass@host:port/db` (also `?sslmode=`, or"
+        " `?host=/run/postgresql` for a socket): the PostgreSQL task store that several hosts share. Its password"
+        " never appears in logs or errors.",
+        secret=True,
+        file=True,
+    )
+    node_id: str = setting("VIDEO_API_NODE_ID", "", "This host's name in the cluster. Empty: the host name.")
+    node_url: str = setting(
+        "VIDEO_API_NODE_URL",
+        "",
+        "How the other hosts reach this one's internal file endpoint. Empty: `http://<HOST, or the host name when"
+        " HOST is a wildcard>:<PORT>`.",
+    )
+    cluster_secret: str = setting(
+        "VIDEO_API_CLUSTER_SECRET",
+        "",
+        "Shared secret (at least 16 characters, the same on every host) that signs host-to-host requests; required"
+        " with a PostgreSQL `VIDEO_API_DATABASE_URL`.",
+        secret=True,
+        file=True,
+    )
+    lease_s: float = setting(
+        "VIDEO_API_LEASE_S",
+        30.0,
+        "Seconds a host's claim on a running task lasts unless renewed (renewed every second): after a host dies,"
+        " another one requeues its tasks this long after its last renewal.",
+        low=3.0,
+    )
+
+    @property
+    def shared_store(self) -> bool:
+        return bool(self.database_url)
+
+    @property
+    def node_name(self) -> str:
+        return self.node_id or socket.gethostname()
+
+    @property
+    def node_base_url(self) -> str:
+        if self.node_url:
+            return self.node_url.rstrip("/")
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def db_path(self) -> Path:
@@ -243,6 +290,14 @@ def _file_lines(origin: str, path: str, what: str) -> list[str]:
     return lines
 
 
+def _database_url(name: str, raw: str, spec: dataclasses.Field) -> str:
+    parts = urllib.parse.urlsplit(raw)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
+        # Named without the value: it may hold a password.
+        raise ConfigError(f"{name} must be a postgresql://user:password@host:port/database URL")
+    return raw
+
+
 def _tokens(env, name: str) -> tuple[str, ...]:
     tokens = [_check_token(token, name) for token in _items(env.get(name, ""))]
     path = env.get(f"{name}_FILE", "").strip()
@@ -272,6 +327,7 @@ _PARSERS = {
     Networks: _networks,
     "cors_origins": _origins,
     "log_level": _log_level,
+    "database_url": _database_url,
 }
 
 
@@ -283,8 +339,20 @@ def load_settings(env=None) -> Settings:
         name = spec.metadata["env"]
         if spec.name == "tokens":
             values[spec.name] = _tokens(env, name)
-        elif spec.name == "callback_secret":
+        elif spec.name in ("callback_secret", "cluster_secret"):
             values[spec.name] = _secret(env, name)
-        elif raw := env.get(name, "").strip():
+        elif raw := _value(env, spec):
             values[spec.name] = _PARSERS.get(spec.name, _PARSERS.get(spec.type))(name, raw, spec)
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.shared_store and not settings.cluster_secret:
+        raise ConfigError("VIDEO_API_CLUSTER_SECRET (or _FILE) is required with a PostgreSQL VIDEO_API_DATABASE_URL")
+    return settings
+
+
+def _value(env, spec: dataclasses.Field) -> str:
+    """The raw value: the variable, or for a file setting the first line of the file its _FILE names."""
+    name = spec.metadata["env"]
+    path = env.get(f"{name}_FILE", "").strip() if spec.metadata["file"] else ""
+    if path:
+        return _file_lines(f"{name}_FILE={path!r}", path, "value")[0]
+    return env.get(name, "").strip()

@@ -173,9 +173,13 @@ class Health(msgspec.Struct):
     failing: list[str]
     versions: dict[str, str | None]
     workers: dict[str, int]
+    cluster: Annotated[dict[str, Any], Meta(description="This host's node id, and the hosts seen alive lately.")]
 
 
 class StorageInfo(msgspec.Struct):
+    """Of this host's media folder; cluster_*: all hosts' files together."""
+
+    node: str
     files: int
     used_bytes: int
     max_storage_bytes: int
@@ -183,6 +187,8 @@ class StorageInfo(msgspec.Struct):
     disk_total_bytes: int
     min_free_bytes: int
     retention_hours: float
+    cluster_files: int
+    cluster_used_bytes: int
 
 
 class DeletedFile(msgspec.Struct):

@@ -12,7 +12,8 @@ import uuid
 from dataclasses import dataclass
 
 from app.numbers import ascii_int
-from app.store import ACTIVE, FINISHED, TaskStore
+from app.records import ACTIVE, FINISHED
+from app.store import LOCAL_NODE, TaskStore
 
 # Replay buffers: up to EVENTS_PER_TASK events of each active task (about two minutes of progress);
 # a finished task keeps only its final event once nobody follows it, for at most TASKS_KEPT tasks.
@@ -60,7 +61,9 @@ class EventHub:
         self._streams.move_to_end(task_id)
         return stream
 
-    def publish(self, task: dict) -> None:
+    def publish(self, task: dict, local: bool = True) -> None:
+        """A changed task to its followers; listeners (callbacks) hear only this host's own changes,
+        so the host whose write made a status final is the one that acts on it."""
         stream = self._stream(task["id"])
         previous = stream.events[-1].task["status"] if stream.events else None
         stream.seq += 1
@@ -69,8 +72,16 @@ class EventHub:
         stream.changed.set()
         stream.changed = asyncio.Event()
         stream.trim_if_finished()
-        for listener in self.listeners:
+        for listener in self.listeners if local else ():
             listener(task)
+
+    def followed(self) -> list[tuple[str, float | None]]:
+        """(task id, updated_at of its last event) of every task somebody follows."""
+        return [
+            (task_id, stream.events[-1].task["updated_at"] if stream.events else None)
+            for task_id, stream in self._streams.items()
+            if stream.followers
+        ]
 
     def close(self) -> None:
         """Ends every stream (service stopping)."""
@@ -121,47 +132,117 @@ def _seq(last_event_id: str | None, boot: str) -> int | None:
     return ascii_int(seq) if boot_part == boot else None
 
 
-class PublishingStore:
-    """The task store, publishing each changed task to the hub. Reads pass straight through."""
+class PublishingStore(TaskStore):
+    """The task store, publishing each task it changed to the hub; reads pass straight through.
 
-    def __init__(self, store: TaskStore, hub: EventHub):
+    Every interface method is written out (TaskStore is abstract, so a new one cannot be
+    forgotten here), and those marked @changes_tasks publish: app/tests/test_events.py checks both.
+    """
+
+    def __init__(self, store: TaskStore, hub: EventHub, node: str = LOCAL_NODE):
         self._store = store
         self._hub = hub
+        self._node = node
+        self.shared = store.shared
 
-    def __getattr__(self, name):
-        return getattr(self._store, name)
+    async def _publish(self, task_ids, tasks: list | None = None) -> None:
+        tasks = tasks or [await self._store.get(task_id) for task_id in task_ids]
+        for task in tasks:
+            if task is not None:
+                self._hub.publish(task)
+        await self._store.announce(self._node, [task["id"] for task in tasks if task is not None])
 
-    async def _publish(self, task_id: str) -> None:
-        task = await self._store.get(task_id)
-        if task is not None:
-            self._hub.publish(task)
+    async def follow_other_hosts(self) -> None:
+        """Until cancelled: publish here what other hosts change (their followers are here too)."""
+        await self._store.listen(self._node, self._republish)
+
+    async def _republish(self, task_id: str | None) -> None:
+        if task_id is not None:
+            task = await self._store.get(task_id)
+            if task is not None:
+                self._hub.publish(task, local=False)
+            return
+        # Announcements may have been missed: catch every followed task up.
+        for followed_id, updated_at in self._hub.followed():
+            task = await self._store.get(followed_id)
+            if task is not None and task["updated_at"] != updated_at:
+                self._hub.publish(task, local=False)
 
     async def create(self, task: dict, queue_limit: int):
         task, created = await self._store.create(task, queue_limit)
         if created:
-            self._hub.publish(task)
+            await self._publish([], [task])
         return task, created
 
-    async def claim_next(self):
-        task = await self._store.claim_next()
+    async def claim_next(self, node: str = LOCAL_NODE, lease_s: float | None = None):
+        task = await self._store.claim_next(node, lease_s)
         if task is not None:
-            self._hub.publish(task)
+            await self._publish([], [task])
         return task
 
-    async def update(self, task_id: str, fields: dict, only_if: tuple = ACTIVE) -> bool:
-        changed = await self._store.update(task_id, fields, only_if=only_if)
+    async def update(self, task_id: str, fields: dict, only_if: tuple = ACTIVE, node: str | None = None) -> bool:
+        changed = await self._store.update(task_id, fields, only_if, node)
         if changed:
-            await self._publish(task_id)
+            await self._publish([task_id])
         return changed
 
-    async def complete(self, task_id: str, files: list[dict]) -> bool:
-        completed = await self._store.complete(task_id, files)
+    async def complete(self, task_id: str, files: list[dict], node: str | None = None) -> bool:
+        completed = await self._store.complete(task_id, files, node)
         if completed:
-            await self._publish(task_id)
+            await self._publish([task_id])
         return completed
 
-    async def requeue_running(self, message: str, count_attempt: bool) -> list[str]:
-        task_ids = await self._store.requeue_running(message, count_attempt)
-        for task_id in task_ids:
-            await self._publish(task_id)
+    async def requeue_running(self, message: str, count_attempt: bool, node: str | None = None) -> list[str]:
+        task_ids = await self._store.requeue_running(message, count_attempt, node)
+        await self._publish(task_ids)
         return task_ids
+
+    async def requeue_expired(self, now: float | None = None) -> list[str]:
+        task_ids = await self._store.requeue_expired(now)
+        await self._publish(task_ids)
+        return task_ids
+
+    async def renew_leases(self, node: str, lease_s: float, task_ids: list[str]) -> list[str]:
+        return await self._store.renew_leases(node, lease_s, task_ids)
+
+    async def get(self, task_id: str):
+        return await self._store.get(task_id)
+
+    async def page(self, status, limit: int, offset: int, before: int | None = None):
+        return await self._store.page(status, limit, offset, before)
+
+    async def counts(self):
+        return await self._store.counts()
+
+    async def heartbeat(self, node: str, url: str) -> None:
+        await self._store.heartbeat(node, url)
+
+    async def nodes_alive(self, since: float):
+        return await self._store.nodes_alive(since)
+
+    async def get_file(self, file_id: str):
+        return await self._store.get_file(file_id)
+
+    async def task_files(self, task_id: str):
+        return await self._store.task_files(task_id)
+
+    async def live_files(self, node: str | None = None):
+        return await self._store.live_files(node)
+
+    async def live_bytes(self, node: str | None = None):
+        return await self._store.live_bytes(node)
+
+    async def mark_files_removed(self, file_ids: list[str], reason: str) -> None:
+        await self._store.mark_files_removed(file_ids, reason)
+
+    async def announce(self, node: str, task_ids: list[str]) -> None:
+        await self._store.announce(node, task_ids)
+
+    async def listen(self, node: str, on_change) -> None:
+        await self._store.listen(node, on_change)
+
+    async def ping(self) -> None:
+        await self._store.ping()
+
+    async def close(self) -> None:
+        await self._store.close()

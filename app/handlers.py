@@ -12,7 +12,7 @@ import msgspec
 from aiohttp import web
 
 import app
-from app import guard, health, media, openapi, ratelimit, ui
+from app import cluster, guard, health, media, openapi, ratelimit, ui
 from app.appkeys import EVENTS, MANAGER, METRICS, RATE_LIMITER, RETENTION, SETTINGS, STORE
 from app.config import Settings
 from app.contract import (
@@ -264,15 +264,34 @@ def _content_disposition(name: str) -> str:
             " parse is ignored (200).",
             headers={"Content-Range": "bytes */<size>"},
         ),
+        503: Reply("Several hosts: the host holding the file does not answer.", headers=RETRY_AFTER),
     },
 )
 async def download(request: web.Request) -> web.StreamResponse:
-    file_id = request.match_info["file_id"]
+    file = await _live_file(request, request.match_info["file_id"])
+    settings = request.app[SETTINGS]
+    if request.app[STORE].shared and file["node"] != settings.node_name:
+        return await cluster.proxy_file(request, file)
+    return await _serve_file(request, file)
+
+
+@routes.get("/internal/files/{file_id}")
+async def internal_file(request: web.Request) -> web.StreamResponse:
+    """A file of this host, for another host answering a download (not in the API document)."""
+    cluster.check_signature(request)
+    return await _serve_file(request, await _live_file(request, request.match_info["file_id"]))
+
+
+async def _live_file(request: web.Request, file_id: str) -> dict:
     file = await request.app[STORE].get_file(file_id) if _ID.fullmatch(file_id) else None
     if file is None:
         raise ApiError(404, "file_not_found", f"no file {file_id!r}")
     if file["removed_at"] is not None:
         raise ApiError(410, "file_gone", f"file was removed: {file['removed_reason']}")
+    return file
+
+
+async def _serve_file(request: web.Request, file: dict) -> web.StreamResponse:
     media_dir = request.app[SETTINGS].media_dir.resolve()
     # The path comes from the task store only; still refuse anything that resolves outside media_dir.
     path = (media_dir / file["path"]).resolve()
@@ -352,11 +371,13 @@ async def metrics(request: web.Request) -> web.Response:
 @routes.get("/api/storage/info")
 @describe("Disk use of the media folder", {200: Reply("Figures.", StorageInfo)})
 async def storage_info(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    count, used = await request.app[STORE].live_bytes()
+    settings, store = request.app[SETTINGS], request.app[STORE]
+    count, used = await store.live_bytes(settings.node_name if store.shared else None)
+    cluster_count, cluster_used = await store.live_bytes() if store.shared else (count, used)
     disk = await asyncio.to_thread(shutil.disk_usage, settings.media_dir)
     mb = 1024 * 1024
     info = StorageInfo(
+        settings.node_name,
         count,
         used,
         settings.max_storage_mb * mb,
@@ -364,6 +385,8 @@ async def storage_info(request: web.Request) -> web.Response:
         disk.total,
         settings.min_free_mb * mb,
         settings.retention_hours,
+        cluster_count,
+        cluster_used,
     )
     return json_response(info)
 

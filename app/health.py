@@ -7,6 +7,7 @@ import importlib.util
 import platform
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import aiohttp
@@ -21,10 +22,16 @@ from app.store import TaskStore
 async def check(settings: Settings, store: TaskStore, running_workers: int) -> Health:
     checks = {}
     versions = dict(_static_versions())
+    cluster = {"node": settings.node_name, "nodes": [settings.node_name]}
+    started = time.perf_counter()
     try:
         await store.ping()
-        checks["database"] = {"ok": True}
+        checks["database"] = {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+        if store.shared:
+            alive = await store.nodes_alive(time.time() - settings.lease_s)
+            cluster["nodes"] = sorted(node["node"] for node in alive)
     except Exception as exc:
+        # A host without its database answers 503, so a load balancer takes it out.
         checks["database"] = {"ok": False, "detail": f"database does not answer: {exc}"}
     try:
         await asyncio.to_thread(_probe_writable, settings.media_dir)
@@ -52,6 +59,7 @@ async def check(settings: Settings, store: TaskStore, running_workers: int) -> H
         failing,
         versions,
         {"running": running_workers, "max": settings.max_concurrent},
+        cluster,
     )
 
 

@@ -22,14 +22,20 @@ from pathlib import Path
 from app import worker
 from app.config import Settings
 from app.metrics import Metrics
+from app.records import ACTIVE, RUNNING
 from app.retention import Retention
-from app.store import ACTIVE, RUNNING, TaskStore
+from app.store import TaskStore
 
 # A task whose worker dies (or whose service dies under it) this many times fails for good.
 MAX_ATTEMPTS = 3
 SHUTDOWN_WAIT_S = 5.0
 # A download of unknown size makes room again each time it has grown by this much.
 RESERVE_STEP_BYTES = 1024 * 1024
+# Several hosts: leases are renewed this often, which is also how soon a cancel on another host
+# (or a lost lease) reaches this host's worker; liveness and expired leases are looked at every
+# LEASE_CHECKS_PER_LEASE-th of a lease.
+RENEW_INTERVAL_S = 1.0
+LEASE_CHECKS_PER_LEASE = 6
 log = logging.getLogger("app.manager")
 
 
@@ -65,6 +71,10 @@ class Manager:
         self.store = store
         self.metrics = metrics
         self.retention = retention
+        self.node = settings.node_name
+        # The node that owner-only writes are scoped to: None on one host, where every task is ours.
+        self.own = self.node if store.shared else None
+        self._lease_s = settings.lease_s if store.shared else None
         self._running: dict[str, _Running] = {}
         # Every worker process ever started, appended by the starting thread itself: a start that
         # outlives a cancelled scheduler is still found (and killed) at shutdown.
@@ -72,6 +82,7 @@ class Manager:
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._scheduler: asyncio.Task | None = None
+        self._leases: asyncio.Task | None = None
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(["app.ytdl"])
 
@@ -84,12 +95,15 @@ class Manager:
 
     async def start(self) -> None:
         self.settings.media_dir.mkdir(parents=True, exist_ok=True)
-        resumed = await self.store.requeue_running("resuming after restart", count_attempt=True)
+        resumed = await self.store.requeue_running("resuming after restart", count_attempt=True, node=self.own)
         for task_id in resumed:
             log.info("task %s running -> queued (service restarted; resumes)", task_id)
         # Start the fork server now, so the first task does not wait for its imports.
         await asyncio.to_thread(multiprocessing.forkserver.ensure_running)
         self._scheduler = asyncio.create_task(self._schedule())
+        if self.store.shared:
+            await self.store.heartbeat(self.node, self.settings.node_base_url)
+            self._leases = asyncio.create_task(self._keep_leases())
         self._wakeup.set()
 
     async def submit(self, url: str, options: dict) -> tuple[dict, bool]:
@@ -132,8 +146,9 @@ class Manager:
     async def shutdown(self) -> None:
         """Kill all workers and leave their tasks queued, to resume on the next start."""
         self._stopping = True
-        if self._scheduler is not None:
-            self._scheduler.cancel()
+        for loop_task in (self._scheduler, self._leases):
+            if loop_task is not None:
+                loop_task.cancel()
         for running in list(self._running.values()):
             running.ended = True
         self.kill_workers()
@@ -141,7 +156,7 @@ class Manager:
         if exits:
             await asyncio.wait(exits, timeout=SHUTDOWN_WAIT_S)
         requeued = await self.store.requeue_running(
-            "interrupted by service shutdown; resumes on next start", count_attempt=False
+            "interrupted by service shutdown; resumes on next start", count_attempt=False, node=self.own
         )
         for task_id in requeued:
             log.info("task %s running -> queued (service stopping; resumes on next start)", task_id)
@@ -175,7 +190,7 @@ class Manager:
                 estimate = await self._size_estimate()
                 if not await self.retention.make_room(self._reserved() + estimate) and self._running:
                     break
-                task = await self.store.claim_next()
+                task = await self.store.claim_next(self.node, self._lease_s)
                 if task is None:
                     break
                 if task["attempts"] > MAX_ATTEMPTS:
@@ -193,11 +208,11 @@ class Manager:
 
     async def _size_estimate(self) -> int:
         """What a download whose size is not known yet will likely take: the mean finished file."""
-        count, used = await self.store.live_bytes()
+        count, used = await self.store.live_bytes(self.own)
         return used // count if count else 0
 
     async def _start_worker(self, task: dict, reserved: int) -> None:
-        await self.store.update(task["id"], {"message": "starting download"})
+        await self.store.update(task["id"], {"message": "starting download"}, node=self.own)
         spec = {
             "task_id": task["id"],
             "url": task["url"],
@@ -265,7 +280,7 @@ class Manager:
         if kind == "progress":
             fields = {k: report[k] for k in ("progress", "downloaded_bytes", "total_bytes", "speed", "eta")}
             fields["message"] = "downloading"
-            await self.store.update(task_id, fields, only_if=RUNNING)
+            await self.store.update(task_id, fields, only_if=RUNNING, node=self.own)
             size = max(report["total_bytes"] or 0, report["downloaded_bytes"] or 0)
             if size >= running.reserved + RESERVE_STEP_BYTES or (report["total_bytes"] and size > running.reserved):
                 running.reserved = size
@@ -277,7 +292,7 @@ class Manager:
             if running.status != "processing":
                 log.info("task %s downloading -> processing", task_id)
                 running.status = "processing"
-            await self.store.update(task_id, fields, only_if=RUNNING)
+            await self.store.update(task_id, fields, only_if=RUNNING, node=self.own)
         elif kind == "retry":
             log.info("task %s: %s", task_id, report["message"])
             await self.store.update(
@@ -309,8 +324,8 @@ class Manager:
                     "size": file["size"],
                 }
             )
-        await self.store.update(task_id, {"video_info": report["video_info"]}, only_if=RUNNING)
-        if await self.store.complete(task_id, files):
+        await self.store.update(task_id, {"video_info": report["video_info"]}, only_if=RUNNING, node=self.own)
+        if await self.store.complete(task_id, files, node=self.own):
             log.info("task %s processing -> completed (%s)", task_id, ", ".join(f["kind"] for f in files))
             task = await self.store.get(task_id)
             self.metrics.task_finished("completed", report.get("timings"), task["downloaded_bytes"] or 0)
@@ -329,9 +344,39 @@ class Manager:
             "speed": None,
             "eta": None,
         }
-        if await self.store.update(task_id, fields):
+        if await self.store.update(task_id, fields, node=self.own):
             log.info("task %s -> failed: %s", task_id, reason)
             self.metrics.task_finished("failed")
+
+    async def _keep_leases(self) -> None:
+        """Several hosts: renew this host's leases, drop the tasks it no longer holds (cancelled or
+        taken over elsewhere), say it is alive and requeue tasks of hosts that died."""
+        checks = 0
+        while True:
+            await asyncio.sleep(RENEW_INTERVAL_S)
+            try:
+                lost = await self.store.renew_leases(self.node, self._lease_s, list(self._running))
+                for task_id in lost:
+                    await self._drop(task_id)
+                checks += 1
+                if checks * RENEW_INTERVAL_S >= self._lease_s / LEASE_CHECKS_PER_LEASE:
+                    checks = 0
+                    await self.store.heartbeat(self.node, self.settings.node_base_url)
+                    if await self.store.requeue_expired():
+                        self._wakeup.set()
+            except Exception:
+                log.exception("lease upkeep failed; retrying")
+
+    async def _drop(self, task_id: str) -> None:
+        """Stop a worker whose task this host no longer holds, and delete what it wrote here."""
+        running = self._running.get(task_id)
+        if running is None or running.ended:
+            return
+        log.info("task %s is no longer ours (cancelled or taken over elsewhere): stopping its worker", task_id)
+        running.ended = True
+        _kill_group(running.process.pid)
+        await asyncio.shield(running.exited)
+        await asyncio.to_thread(shutil.rmtree, self.task_dir(task_id), ignore_errors=True)
 
     async def _worker_died(self, running: _Running, exitcode: int | None) -> None:
         task_id = running.task["id"]
@@ -339,5 +384,6 @@ class Manager:
             await self._fail(task_id, f"worker process died {MAX_ATTEMPTS} times (last exit code {exitcode})")
             return
         message = f"worker process died (exit code {exitcode}); retrying"
-        if await self.store.update(task_id, {"status": "queued", "message": message, "speed": None, "eta": None}):
+        requeue = {"status": "queued", "message": message, "speed": None, "eta": None}
+        if await self.store.update(task_id, requeue, node=self.own):
             log.info("task %s running -> queued (%s)", task_id, message)

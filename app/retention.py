@@ -11,16 +11,18 @@ import shutil
 import time
 
 from app.config import Settings
-from app.store import ACTIVE, TaskStore
+from app.records import ACTIVE
+from app.store import TaskStore
 
 MB = 1024 * 1024
 log = logging.getLogger("app.retention")
 
 
 class Retention:
-    def __init__(self, settings: Settings, store: TaskStore):
+    def __init__(self, settings: Settings, store: TaskStore, node: str | None = None):
         self.settings = settings
         self.store = store
+        self.node = node  # several hosts: only this host's files (its own disk); None: all
         self._lock = asyncio.Lock()
 
     def _free_bytes(self) -> int:
@@ -31,7 +33,7 @@ class Retention:
         async with self._lock:
             deleted = []
             cutoff = time.time() - self.settings.retention_hours * 3600
-            live = await self.store.live_files()
+            live = await self.store.live_files(self.node)
             expired = [f for f in live if f["created_at"] <= cutoff]
             await self._remove(expired, f"older than {self.settings.retention_hours:g} hours", deleted)
             await self._remove_excess([f for f in live if f["created_at"] > cutoff], 0, deleted)
@@ -42,11 +44,11 @@ class Retention:
         """Delete the oldest finished files until they and `reserved` bytes (downloads under way)
         fit the storage cap and the free-disk floor holds; False when they cannot fit."""
         async with self._lock:
-            _, used = await self.store.live_bytes()
+            _, used = await self.store.live_bytes(self.node)
             if await self._excess(used + reserved) is None:
                 return True  # the usual case, without listing the files
             deleted = []
-            fits = await self._remove_excess(await self.store.live_files(), reserved, deleted)
+            fits = await self._remove_excess(await self.store.live_files(self.node), reserved, deleted)
         self._summary(deleted)
         return fits
 
@@ -111,7 +113,7 @@ class Retention:
     async def _remove_leftovers(self, deleted: list) -> None:
         """Partial files of tasks that are no longer active, and anything of unknown tasks."""
         media_dir = self.settings.media_dir
-        live_paths = {f["path"] for f in await self.store.live_files()}
+        live_paths = {f["path"] for f in await self.store.live_files(self.node)}
         for entry in await asyncio.to_thread(_list_dir, media_dir):
             is_dir = entry.is_dir(follow_symlinks=False)
             task = await self.store.get(entry.name) if is_dir else None

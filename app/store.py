@@ -1,7 +1,12 @@
 """Task store: the only module that knows how tasks and files are persisted.
 
-Handlers and the manager use the TaskStore interface; SQLiteTaskStore implements it for one
-host. A shared database for several hosts would be another TaskStore implementation.
+Handlers and the manager use the TaskStore interface. SQLiteTaskStore implements it for one host;
+PostgresTaskStore (app/store_pg.py) for several hosts sharing one database. Both keep the same
+contract, checked by one test suite (app/tests/test_store_contract.py).
+
+Several hosts: a running task has an owner node and a lease (lease_until, epoch seconds by the
+hosts' clocks, which must agree to well within a lease) that its owner renews. A host that
+restarts requeues only its own running tasks; any host requeues tasks whose lease expired.
 """
 
 import abc
@@ -10,10 +15,11 @@ import sqlite3
 import time
 from pathlib import Path
 
-ACTIVE = ("queued", "downloading", "processing")
-RUNNING = ("downloading", "processing")
-FINISHED = ("completed", "failed", "cancelled")
-STATUSES = ACTIVE + FINISHED
+from app.records import ACTIVE, Status
+
+STATUSES = tuple(Status)
+# The owner of tasks claimed without a node: a single host, whose leases never expire.
+LOCAL_NODE = "local"
 
 # Columns a caller may change with update(); everything else changes through dedicated methods.
 _UPDATABLE = frozenset(
@@ -32,13 +38,34 @@ _UPDATABLE = frozenset(
 )
 
 
+# The fields of a progress tick: an update of only these is no state change.
+PROGRESS_FIELDS = frozenset({"progress", "downloaded_bytes", "total_bytes", "speed", "eta", "message"})
+
+
 class QueueFullError(Exception):
     """The queue already holds queue_limit waiting tasks."""
 
 
-class TaskStore(abc.ABC):
-    """What the service needs from task persistence. Every method commits before returning."""
+class StoreConnectError(Exception):
+    """The database cannot be reached or refused us; the message names it without the password."""
 
+
+def changes_tasks(method):
+    """Marks an interface method that changes tasks as clients see them: the publishing store
+    (app/events.py) must publish every task it changed, and a test holds it to that."""
+    method.changes_tasks = True
+    return method
+
+
+class TaskStore(abc.ABC):
+    """What the service needs from task persistence. Every method commits before returning.
+
+    Methods that take node=None apply to every host's tasks; with a node, only to that node's.
+    """
+
+    shared = False  # several hosts use the same store
+
+    @changes_tasks
     @abc.abstractmethod
     async def create(self, task: dict, queue_limit: int) -> tuple[dict, bool]:
         """Insert a queued task, or return the active task with the same dedupe_key.
@@ -57,21 +84,47 @@ class TaskStore(abc.ABC):
     async def counts(self) -> dict[str, int]:
         """Number of tasks in each status."""
 
+    @changes_tasks
     @abc.abstractmethod
-    async def claim_next(self) -> dict | None:
-        """Move the oldest queued task to downloading, count the attempt, and return it."""
+    async def claim_next(self, node: str = LOCAL_NODE, lease_s: float | None = None) -> dict | None:
+        """Move the oldest queued task to downloading, owned by node with a lease of lease_s
+        (None: no expiry), count the attempt, and return it. No two callers get the same task."""
 
     @abc.abstractmethod
-    async def update(self, task_id: str, fields: dict, only_if: tuple = ACTIVE) -> bool:
-        """Change fields if the task's status is in only_if; False when it is not."""
+    async def renew_leases(self, node: str, lease_s: float, task_ids: list[str]) -> list[str]:
+        """Extend the leases of task_ids that node still owns and runs; returns the others: their
+        workers must stop (cancelled or finished by another host, or requeued after the lease
+        expired and maybe claimed elsewhere)."""
+
+    @changes_tasks
+    @abc.abstractmethod
+    async def update(self, task_id: str, fields: dict, only_if: tuple = ACTIVE, node: str | None = None) -> bool:
+        """Change fields if the task's status is in only_if (and node owns it); False when not."""
+
+    @changes_tasks
+    @abc.abstractmethod
+    async def complete(self, task_id: str, files: list[dict], node: str | None = None) -> bool:
+        """Record the task's files and mark it completed in one step, if it is still running (and
+        node owns it). The files belong to the task's owner node."""
+
+    @changes_tasks
+    @abc.abstractmethod
+    async def requeue_running(self, message: str, count_attempt: bool, node: str | None = None) -> list[str]:
+        """Put downloading/processing tasks (of node) back to queued; returns their ids."""
+
+    @changes_tasks
+    @abc.abstractmethod
+    async def requeue_expired(self, now: float | None = None) -> list[str]:
+        """Put running tasks whose lease ended before now back to queued, the attempt counted;
+        returns their ids. Each is requeued once, however many hosts call this at once."""
 
     @abc.abstractmethod
-    async def complete(self, task_id: str, files: list[dict]) -> bool:
-        """Record the task's files and mark it completed in one step, if it is still running."""
+    async def heartbeat(self, node: str, url: str) -> None:
+        """Record that node is alive and reachable at url."""
 
     @abc.abstractmethod
-    async def requeue_running(self, message: str, count_attempt: bool) -> list[str]:
-        """Put downloading/processing tasks back to queued; returns their ids."""
+    async def nodes_alive(self, since: float) -> list[dict]:
+        """{node, url, last_seen} of the nodes seen since then, by node."""
 
     @abc.abstractmethod
     async def get_file(self, file_id: str) -> dict | None: ...
@@ -80,15 +133,24 @@ class TaskStore(abc.ABC):
     async def task_files(self, task_id: str) -> list[dict]: ...
 
     @abc.abstractmethod
-    async def live_files(self) -> list[dict]:
+    async def live_files(self, node: str | None = None) -> list[dict]:
         """Files not yet removed, oldest first."""
 
     @abc.abstractmethod
-    async def live_bytes(self) -> tuple[int, int]:
+    async def live_bytes(self, node: str | None = None) -> tuple[int, int]:
         """(number, total size) of files not yet removed."""
 
     @abc.abstractmethod
     async def mark_files_removed(self, file_ids: list[str], reason: str) -> None: ...
+
+    @abc.abstractmethod
+    async def announce(self, node: str, task_ids: list[str]) -> None:
+        """Tell the other hosts that node changed these tasks (nothing to tell on one host)."""
+
+    @abc.abstractmethod
+    async def listen(self, node: str, on_change) -> None:
+        """Until cancelled, await on_change(task_id) for each task another host announced, and
+        on_change(None) after (re)connecting, when announcements may have been missed."""
 
     @abc.abstractmethod
     async def ping(self) -> None:
@@ -98,7 +160,11 @@ class TaskStore(abc.ABC):
     async def close(self) -> None: ...
 
 
-_SCHEMA = """
+# Ordered schema migrations, applied once each and recorded in schema_version. Each one must work
+# with the previous release's code, which may still run against the same database.
+_SQLITE_MIGRATIONS = (
+    # 1: the schema before schema_version existed (IF NOT EXISTS: such a database already has it).
+    """
 CREATE TABLE IF NOT EXISTS tasks (
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -157,9 +223,21 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_task ON files (task_id);
 CREATE INDEX IF NOT EXISTS files_live ON files (created_at) WHERE removed_at IS NULL;
-"""
+""",
+    # 2: owners and leases of running tasks, the node holding each file, and live nodes.
+    """
+ALTER TABLE tasks ADD COLUMN owner TEXT;
+ALTER TABLE tasks ADD COLUMN lease_until REAL;
+CREATE INDEX tasks_running_lease ON tasks (lease_until) WHERE status IN ('downloading', 'processing');
+ALTER TABLE files ADD COLUMN node TEXT;
+CREATE INDEX files_node_live ON files (node, created_at) WHERE removed_at IS NULL;
+CREATE TABLE nodes (node TEXT PRIMARY KEY, url TEXT NOT NULL, last_seen REAL NOT NULL);
+""",
+)
 
 _JSON_COLUMNS = ("options", "video_info")
+# SQL (the same in both stores) for the message of a task requeued after its owner's lease expired.
+_EXPIRED_MESSAGE = "'requeued: host ' || owner || ' stopped renewing its lease'"
 
 
 def _task_row(row: sqlite3.Row | None) -> dict | None:
@@ -172,6 +250,20 @@ def _task_row(row: sqlite3.Row | None) -> dict | None:
     return task
 
 
+def _statements(script: str):
+    """The statements of a script, whole (a trigger's body holds semicolons of its own)."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            yield statement
+            statement = ""
+
+
+def _marks(values) -> str:
+    return ", ".join("?" for _ in values)
+
+
 class SQLiteTaskStore(TaskStore):
     """SQLite in WAL mode. Queries are indexed point reads and short writes (well under a
     millisecond), so they run on the event loop instead of paying a thread hand-off each."""
@@ -180,12 +272,31 @@ class SQLiteTaskStore(TaskStore):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
+        # First: switching a new file to WAL waits for another process opening it at the same time.
+        self._db.execute("PRAGMA busy_timeout=5000")
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed state change survives power loss, not only a process crash.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        # The immediate transaction is the lock: a second process opening the file waits for it.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+            )
+            applied = {row[0] for row in self._db.execute("SELECT version FROM schema_version")}
+            for version, script in enumerate(_SQLITE_MIGRATIONS, 1):
+                if version not in applied:
+                    for statement in _statements(script):
+                        self._db.execute(statement)
+                    self._db.execute("INSERT INTO schema_version VALUES (?, ?)", (version, time.time()))
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _write(self, *statements: tuple[str, tuple]) -> list[tuple[int, list]]:
         """Run statements in one immediate transaction; returns (rowcount, returned rows) of each."""
@@ -201,6 +312,14 @@ class SQLiteTaskStore(TaskStore):
             raise
         self._db.execute("COMMIT")
         return results
+
+    def _select_then_update(self, where: str, params: tuple, assignments: str, values: tuple) -> list[str]:
+        """Ids of the tasks matching where, updated in the same transaction (no RETURNING: see claim_next)."""
+        (_, rows), _ = self._write(
+            (f"SELECT id FROM tasks WHERE {where}", params),
+            (f"UPDATE tasks SET {assignments} WHERE {where}", (*values, *params)),
+        )
+        return [row[0] for row in rows]
 
     async def create(self, task: dict, queue_limit: int) -> tuple[dict, bool]:
         now = time.time()
@@ -246,52 +365,73 @@ class SQLiteTaskStore(TaskStore):
     async def counts(self) -> dict[str, int]:
         return {status: n for status, n in self._db.execute("SELECT status, n FROM status_counts")}
 
-    async def claim_next(self) -> dict | None:
+    async def claim_next(self, node: str = LOCAL_NODE, lease_s: float | None = None) -> dict | None:
         now = time.time()
+        lease_until = None if lease_s is None else now + lease_s
         # No UPDATE ... RETURNING: SQLite < 3.35 (Debian 11, Ubuntu 20.04, EL 8/9) lacks it. Both
         # statements run in one immediate transaction, so they see the same next task.
-        next_queued = "(SELECT seq FROM tasks WHERE status = 'queued' ORDER BY seq LIMIT 1)"
-        (_, rows), _ = self._write(
-            (f"SELECT id FROM tasks WHERE seq = {next_queued}", ()),
-            (
-                "UPDATE tasks SET status = 'downloading', attempts = attempts + 1, started_at = ?, updated_at = ?"
-                f" WHERE seq = {next_queued}",
-                (now, now),
-            ),
+        next_queued = "seq = (SELECT seq FROM tasks WHERE status = 'queued' ORDER BY seq LIMIT 1)"
+        claimed = self._select_then_update(
+            next_queued,
+            (),
+            "status = 'downloading', owner = ?, lease_until = ?, attempts = attempts + 1, started_at = ?,"
+            " updated_at = ?",
+            (node, lease_until, now, now),
         )
-        return await self.get(rows[0][0]) if rows else None
+        return await self.get(claimed[0]) if claimed else None
 
-    async def update(self, task_id: str, fields: dict, only_if: tuple = ACTIVE) -> bool:
+    async def renew_leases(self, node: str, lease_s: float, task_ids: list[str]) -> list[str]:
+        if not task_ids:
+            return []
+        held = self._select_then_update(
+            f"id IN ({_marks(task_ids)}) AND owner = ? AND status IN ('downloading', 'processing')",
+            (*task_ids, node),
+            "lease_until = ?",
+            (time.time() + lease_s,),
+        )
+        return [task_id for task_id in task_ids if task_id not in held]
+
+    async def update(self, task_id: str, fields: dict, only_if: tuple = ACTIVE, node: str | None = None) -> bool:
         unknown = set(fields) - _UPDATABLE
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
         values = {k: json.dumps(v) if k in _JSON_COLUMNS and v is not None else v for k, v in fields.items()}
         assignments = ", ".join(f"{column} = ?" for column in values)
-        marks = ", ".join("?" for _ in only_if)
-        ((rowcount, _),) = self._write(
-            (
-                f"UPDATE tasks SET {assignments}, updated_at = ? WHERE id = ? AND status IN ({marks})",
-                (*values.values(), time.time(), task_id, *only_if),
-            )
+        owned, owner = ("", ()) if node is None else (" AND owner = ?", (node,))
+        statement = (
+            f"UPDATE tasks SET {assignments}, updated_at = ? WHERE id = ? AND status IN ({_marks(only_if)}){owned}",
+            (*values.values(), time.time(), task_id, *only_if, *owner),
         )
+        if fields.keys() <= PROGRESS_FIELDS:
+            # Progress, several times a second per download, need not survive a power cut (a lost tick
+            # is replaced by the next); WAL stays consistent without the fsync. Status changes keep it.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                ((rowcount, _),) = self._write(statement)
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
+        else:
+            ((rowcount, _),) = self._write(statement)
         return rowcount == 1
 
-    async def complete(self, task_id: str, files: list[dict]) -> bool:
+    async def complete(self, task_id: str, files: list[dict], node: str | None = None) -> bool:
         now = time.time()
+        owned, owner = ("", ()) if node is None else (" AND owner = ?", (node,))
         self._db.execute("BEGIN IMMEDIATE")
         try:
             file_ids = {}
             for file in files:
                 self._db.execute(
-                    "INSERT INTO files (id, task_id, kind, path, name, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (file["id"], task_id, file["kind"], file["path"], file["name"], file["size"], now),
+                    "INSERT INTO files (id, task_id, kind, path, name, size, created_at, node)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, (SELECT owner FROM tasks WHERE id = ?))",
+                    (file["id"], task_id, file["kind"], file["path"], file["name"], file["size"], now, task_id),
                 )
                 file_ids[file["kind"]] = file["id"]
             cursor = self._db.execute(
                 "UPDATE tasks SET status = 'completed', progress = 100, message = 'completed', error = NULL,"
                 " video_file_id = ?, audio_file_id = ?, finished_at = ?, updated_at = ?"
-                " WHERE id = ? AND status IN ('downloading', 'processing')",
-                (file_ids.get("video"), file_ids.get("audio"), now, now, task_id),
+                f" WHERE id = ? AND status IN ('downloading', 'processing'){owned}",
+                (file_ids.get("video"), file_ids.get("audio"), now, now, task_id, *owner),
             )
             if cursor.rowcount != 1:
                 self._db.execute("ROLLBACK")
@@ -302,18 +442,39 @@ class SQLiteTaskStore(TaskStore):
         self._db.execute("COMMIT")
         return True
 
-    async def requeue_running(self, message: str, count_attempt: bool) -> list[str]:
+    async def requeue_running(self, message: str, count_attempt: bool, node: str | None = None) -> list[str]:
         attempts = "attempts" if count_attempt else "MAX(attempts - 1, 0)"
-        running = "status IN ('downloading', 'processing')"
-        (_, rows), _ = self._write(
-            (f"SELECT id FROM tasks WHERE {running}", ()),
-            (
-                f"UPDATE tasks SET status = 'queued', attempts = {attempts}, message = ?, speed = NULL, eta = NULL,"
-                f" updated_at = ? WHERE {running}",
-                (message, time.time()),
-            ),
+        owned, owner = ("", ()) if node is None else (" AND owner = ?", (node,))
+        return self._select_then_update(
+            f"status IN ('downloading', 'processing'){owned}",
+            owner,
+            f"status = 'queued', attempts = {attempts}, lease_until = NULL, message = ?, speed = NULL, eta = NULL,"
+            " updated_at = ?",
+            (message, time.time()),
         )
-        return [row[0] for row in rows]
+
+    async def requeue_expired(self, now: float | None = None) -> list[str]:
+        now = time.time() if now is None else now
+        return self._select_then_update(
+            "status IN ('downloading', 'processing') AND lease_until < ?",
+            (now,),
+            f"status = 'queued', lease_until = NULL, message = {_EXPIRED_MESSAGE}, speed = NULL, eta = NULL,"
+            " updated_at = ?",
+            (time.time(),),
+        )
+
+    async def heartbeat(self, node: str, url: str) -> None:
+        self._write(
+            (
+                "INSERT INTO nodes (node, url, last_seen) VALUES (?, ?, ?)"
+                " ON CONFLICT (node) DO UPDATE SET url = excluded.url, last_seen = excluded.last_seen",
+                (node, url, time.time()),
+            )
+        )
+
+    async def nodes_alive(self, since: float) -> list[dict]:
+        rows = self._db.execute("SELECT node, url, last_seen FROM nodes WHERE last_seen >= ? ORDER BY node", (since,))
+        return [dict(row) for row in rows]
 
     async def get_file(self, file_id: str) -> dict | None:
         row = self._db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
@@ -322,13 +483,15 @@ class SQLiteTaskStore(TaskStore):
     async def task_files(self, task_id: str) -> list[dict]:
         return [dict(row) for row in self._db.execute("SELECT * FROM files WHERE task_id = ?", (task_id,))]
 
-    async def live_files(self) -> list[dict]:
-        rows = self._db.execute("SELECT * FROM files WHERE removed_at IS NULL ORDER BY created_at, id")
+    async def live_files(self, node: str | None = None) -> list[dict]:
+        owned, owner = ("", ()) if node is None else (" AND node = ?", (node,))
+        rows = self._db.execute(f"SELECT * FROM files WHERE removed_at IS NULL{owned} ORDER BY created_at, id", owner)
         return [dict(row) for row in rows]
 
-    async def live_bytes(self) -> tuple[int, int]:
+    async def live_bytes(self, node: str | None = None) -> tuple[int, int]:
+        owned, owner = ("", ()) if node is None else (" AND node = ?", (node,))
         count, size = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE removed_at IS NULL"
+            f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE removed_at IS NULL{owned}", owner
         ).fetchone()
         return count, size
 
@@ -343,6 +506,12 @@ class SQLiteTaskStore(TaskStore):
                 for fid in file_ids
             )
         )
+
+    async def announce(self, node: str, task_ids: list[str]) -> None:
+        pass  # one host: nobody else to tell
+
+    async def listen(self, node: str, on_change) -> None:
+        pass  # one host: nobody else announces
 
     async def ping(self) -> None:
         self._db.execute("SELECT 1 FROM status_counts LIMIT 1").fetchone()

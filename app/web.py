@@ -3,10 +3,22 @@ retention, events and callbacks out (started and stopped by its cleanup context)
 
 import asyncio
 
+import aiohttp
 from aiohttp import web
 
-from app import middlewares, ratelimit, ui
-from app.appkeys import CALLBACKS, EVENTS, MANAGER, METRICS, RATE_LIMITER, RETENTION, SETTINGS, STORE, TOKEN_DIGESTS
+from app import cluster, middlewares, ratelimit, ui
+from app.appkeys import (
+    CALLBACKS,
+    EVENTS,
+    MANAGER,
+    METRICS,
+    PEERS,
+    RATE_LIMITER,
+    RETENTION,
+    SETTINGS,
+    STORE,
+    TOKEN_DIGESTS,
+)
 from app.callbacks import Callbacks
 from app.config import Settings
 from app.events import EventHub, PublishingStore
@@ -20,15 +32,20 @@ from app.views import task_view
 MAX_BODY_BYTES = 64 * 1024
 
 
-def make_store(settings: Settings) -> TaskStore:
-    """The task store the settings ask for."""
+async def make_store(settings: Settings) -> TaskStore:
+    """The task store the settings ask for: PostgreSQL shared by several hosts, or SQLite."""
+    if settings.shared_store:
+        # Imported only here: a single host never loads the PostgreSQL driver.
+        from app.store_pg import PostgresTaskStore
+
+        return await PostgresTaskStore.connect(settings.database_url)
     return SQLiteTaskStore(settings.db_path)
 
 
 async def _services(application: web.Application):
     settings = application[SETTINGS]
-    store = PublishingStore(make_store(settings), application[EVENTS])
-    retention = Retention(settings, store)
+    store = PublishingStore(await make_store(settings), application[EVENTS], settings.node_name)
+    retention = Retention(settings, store, settings.node_name if store.shared else None)
     manager = Manager(settings, store, application[METRICS], retention)
     callbacks = Callbacks(settings, task_view)
     application[STORE] = store
@@ -36,12 +53,18 @@ async def _services(application: web.Application):
     application[RETENTION] = retention
     application[CALLBACKS] = callbacks
     application[EVENTS].listeners.append(callbacks.on_task)
+    background = [asyncio.create_task(retention.run_periodically())]
+    if store.shared:
+        application[PEERS] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=5, sock_read=60))
+        background.append(asyncio.create_task(store.follow_other_hosts()))
     await manager.start()
-    retention_task = asyncio.create_task(retention.run_periodically())
     yield
-    retention_task.cancel()
+    for task in background:
+        task.cancel()
     await manager.shutdown()
     await callbacks.close()
+    if store.shared:
+        await application[PEERS].close()
     await store.close()
 
 
@@ -65,6 +88,7 @@ def create_app(settings: Settings) -> web.Application:
     if settings.cors_origins:
         application.on_response_prepare.append(middlewares.cors_headers)
     application.on_shutdown.append(_end_event_streams)
+    application.on_response_prepare.append(cluster.served_by)
     if settings.rate_per_minute > 0:
         application[RATE_LIMITER] = ratelimit.RateLimiter(settings.rate_per_minute, settings.rate_burst)
     application[TOKEN_DIGESTS] = tuple(middlewares.token_digest(token.encode()) for token in settings.tokens)

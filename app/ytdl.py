@@ -4,6 +4,7 @@ The fork server preloads this module, so each worker starts with yt-dlp already 
 Never import it in the service's main process.
 """
 
+import gc
 import logging
 import re
 import time
@@ -73,6 +74,9 @@ def _warm_up() -> None:
 
 
 _warm_up()
+# Everything imported so far lives as long as the fork server: kept out of the collector, its pages
+# are not written by any worker's garbage collection, so they stay shared instead of copied per worker.
+gc.freeze()
 
 
 class _Logger:

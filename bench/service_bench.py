@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from app.store import SQLiteTaskStore  # noqa: E402
-from app.tests.conftest import children_of, free_port  # noqa: E402
+from app.tests.helpers import children_of, free_port  # noqa: E402
 from app.tests.mediaserver import MediaServer, generate_media  # noqa: E402
 
 PYTHON = sys.executable

@@ -45,16 +45,19 @@ def check_defaults(role: Path) -> list[str]:
 
 
 def platforms_under_test() -> dict[str, set[str]]:
-    """Role name -> Debian releases some scenario converges it on."""
+    """Role name -> Debian releases some scenario converges it on (a play's hosts: groups joined by ":")."""
     tested: dict[str, set[str]] = {}
     for molecule_yml in ROOT.glob("molecule/*/molecule.yml"):
         scenario = load(molecule_yml)
-        # ${MOLECULE_IMAGE_DEBIAN12:-video-api-molecule/debian:12} -> 12
-        releases = {DEBIAN_RELEASES[re.search(r"debian:(\d+)\}?$", p["image"]).group(1)] for p in scenario["platforms"]}
         playbook = (molecule_yml.parent / scenario["provisioner"]["playbooks"]["converge"]).resolve()
-        for play in load(playbook):
-            for role in play.get("roles", []):
-                tested.setdefault(role if isinstance(role, str) else role["role"], set()).update(releases)
+        plays = [play for play in load(playbook) if "roles" in play]
+        for platform in scenario["platforms"]:
+            # ${MOLECULE_IMAGE_DEBIAN12:-video-api-molecule/debian:12} -> 12
+            release = DEBIAN_RELEASES[re.search(r"debian:(\d+)\}?$", platform["image"]).group(1)]
+            for play in plays:
+                if set(play["hosts"].split(":")) & set(platform.get("groups", [])):
+                    for role in play["roles"]:
+                        tested.setdefault(role if isinstance(role, str) else role["role"], set()).add(release)
     return tested
 
 

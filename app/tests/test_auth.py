@@ -4,7 +4,7 @@ import pytest
 import requests
 
 from app.config import ConfigError, load_settings
-from app.tests.conftest import make_settings, submit, wait_status
+from app.tests.helpers import make_settings, submit, wait_status
 from app.web import create_app
 
 TOKEN = "t0ken-for-tests-0123456789abcdef"

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from app.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER, Callbacks
 from app.config import ConfigError, load_settings
-from app.tests.conftest import make_settings, submit, wait_status
+from app.tests.helpers import make_settings, submit, wait_status
 
 SECRET = "callback-secret-for-tests-0123456789"
 

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 import app
-from app.tests.conftest import FINAL, REPO, ffprobe, free_port
+from app.tests.helpers import FINAL, REPO, ffprobe, free_port
 from app.tests.mediaserver import generate_media
 
 pytestmark = pytest.mark.container
@@ -295,3 +295,174 @@ def test_compose_service(image):
     finally:
         subprocess.run([*command, "down", "--volumes", "--timeout", "10"], env=env, capture_output=True, timeout=120)
     assert docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}") == ""
+
+
+# Local stand-ins for the official postgres and haproxy images of compose.yaml's cluster profile.
+CLUSTER_IMAGES = {"postgres": "video-api-test/postgres:15", "haproxy": "video-api-test/haproxy:2.6"}
+REPLICAS = ("video-api-1", "video-api-2")
+
+
+@pytest.fixture(scope="module")
+def cluster_images(image):
+    """Builds molecule/compose/{postgres,haproxy}.Dockerfile from the local Debian 12 base (cached layers)."""
+    context = REPO / "molecule/compose"
+    for name, tag in CLUSTER_IMAGES.items():
+        dockerfile = str(context / f"{name}.Dockerfile")
+        docker(
+            "build",
+            "-q",
+            "--build-arg",
+            f"BASE_IMAGE={BASE_IMAGE}",
+            "-f",
+            dockerfile,
+            "-t",
+            tag,
+            str(context),
+            timeout=600,
+        )
+    return CLUSTER_IMAGES
+
+
+def test_compose_cluster(image, cluster_images, media, tmp_path):
+    """The cluster profile: PostgreSQL, two replicas and HAProxy come up; HAProxy's published port is
+    answered by both replicas, a download works through it whichever replica holds the file; down
+    --volumes leaves nothing behind."""
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        pytest.fail("docker-compose missing (Debian package docker-compose; .ci/run installs it)")
+    folder = media[1]
+    port, project = free_port(), f"{PREFIX}-cluster"
+    hardened = {"read_only": True, "tmpfs": ["/tmp"], "cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]}
+    # Nothing leaves the machine: the project's network is internal; HAProxy publishes on loopback
+    # from a second network. The media server joins the profile (JSON is YAML).
+    override = tmp_path / "compose.test.yaml"
+    override.write_text(
+        json.dumps(
+            {
+                "networks": {"default": {"internal": True}, "edge": {}},
+                "services": {
+                    "haproxy": {"networks": ["default", "edge"]},
+                    "media": {
+                        "image": image,
+                        "profiles": ["cluster"],
+                        "user": f"{os.getuid()}:{os.getgid()}",
+                        **hardened,
+                        "volumes": [
+                            f"{folder}:/media:ro",
+                            f"{REPO / 'app/tests/mediaserver.py'}:/srv/mediaserver.py:ro",
+                        ],
+                        "command": ["python", "-c", MEDIA_SERVER],
+                    },
+                },
+            }
+        )
+    )
+    env = {
+        **os.environ,
+        "VIDEO_API_IMAGE": image,
+        "VIDEO_API_POSTGRES_IMAGE": cluster_images["postgres"],
+        "VIDEO_API_HAPROXY_IMAGE": cluster_images["haproxy"],
+        "VIDEO_API_CLUSTER_PUBLISH": f"127.0.0.1:{port}",
+        "VIDEO_API_CLUSTER_SECRET": "test-cluster-secret-0123456789",
+        "VIDEO_API_POSTGRES_PASSWORD": "test-password-0123",
+        "VIDEO_API_ALLOW_NETWORKS": "172.16.0.0/12,192.168.0.0/16,10.0.0.0/8",
+        "VIDEO_API_MIN_FREE_MB": "1",
+    }
+    command = [
+        compose,
+        "--project-name",
+        project,
+        "--file",
+        str(REPO / "compose.yaml"),
+        "--file",
+        str(override),
+        "--profile",
+        "cluster",
+    ]
+    base = f"http://127.0.0.1:{port}"
+
+    def logs() -> str:
+        return subprocess.run([*command, "logs", "--no-color"], env=env, capture_output=True, text=True).stdout
+
+    def served_by(response: requests.Response) -> str:
+        assert response.status_code == 200, (response.status_code, response.text)
+        return response.headers["X-Served-By"]
+
+    try:
+        started = time.monotonic()
+        up = subprocess.run(
+            [*command, "up", "--detach", "haproxy", "media"], env=env, capture_output=True, text=True, timeout=180
+        )
+        assert up.returncode == 0, up.stderr
+        running = subprocess.run(
+            [*command, "ps", "--services", "--filter", "status=running"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        # `up haproxy` brings the cluster, not the single service.
+        assert sorted(running) == sorted(["postgres", *REPLICAS, "haproxy", "media"]), running
+        for replica in REPLICAS:
+            container = subprocess.run(
+                [*command, "ps", "--quiet", replica], env=env, capture_output=True, text=True, check=True
+            ).stdout.strip()
+            assert inspect(container, "{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}}") == "true [ALL]"
+
+        # Through HAProxy, until both replicas have passed its health checks and answered.
+        seen: set[str] = set()
+        deadline = time.monotonic() + 60
+        while seen != set(REPLICAS):
+            assert time.monotonic() < deadline, f"answered by {seen}\n{logs()}"
+            try:
+                response = requests.get(f"{base}/api/health", timeout=5)
+            except requests.ConnectionError:
+                response = None
+            if response is not None and response.status_code == 200:
+                seen.add(served_by(response))
+            else:
+                time.sleep(0.5)
+        print(f"cluster up and both replicas answering in {time.monotonic() - started:.1f} s")
+
+        # One task through HAProxy, polled through it (each poll to the next replica: one shared store).
+        task_id = submit(base, "http://media:8080/media/sample.mp4", extract_audio=False, keep_video=True)
+        deadline = time.monotonic() + 60
+        while True:
+            response = requests.get(f"{base}/api/status/{task_id}", timeout=10)
+            served_by(response)
+            if (body := response.json())["status"] in FINAL:
+                break
+            assert time.monotonic() < deadline, f"timed out; last status {body}"
+            time.sleep(0.2)
+        assert body["status"] == "completed", body
+
+        # The file is on the volume of the replica that downloaded it, and only there.
+        find = ["find", "/data/media", "-type", "f", "-path", f"/data/media/{task_id}/*.mp4"]
+        holders = [
+            replica
+            for number, replica in enumerate(REPLICAS, 1)
+            if docker("run", "--rm", "--network", "none", "-v", f"{project}_data-{number}:/data", image, *find)
+        ]
+        assert len(holders) == 1, holders
+        # Round robin: the downloads come from both replicas, the other one streaming it from the holder.
+        original, served = (folder / "sample.mp4").read_bytes(), set()
+        for attempt in range(6):
+            response = requests.get(base + body["files"]["video"], timeout=30)
+            served.add(served_by(response))
+            assert response.content == original, f"download {attempt} from {response.headers['X-Served-By']}"
+        assert served == set(REPLICAS), served
+    finally:
+        down = subprocess.run(
+            [*command, "down", "--volumes", "--timeout", "10"], env=env, capture_output=True, text=True, timeout=120
+        )
+    assert down.returncode == 0, down.stderr
+    for kind in ("container", "volume", "network"):
+        left = docker(
+            kind,
+            "ls",
+            "--quiet",
+            *(["--all"] if kind == "container" else []),
+            "--filter",
+            f"label=com.docker.compose.project={project}",
+        )
+        assert left == "", f"{kind}s left: {left}"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.manager import MAX_ATTEMPTS
-from app.tests.conftest import (
+from app.tests.helpers import (
     ffprobe,
     process_group_members,
     submit,
@@ -172,11 +172,16 @@ async def test_cancel_while_ffmpeg_extracts_kills_ffmpeg_too(client, media_serve
 async def test_cancel_queued_task(make_client, media_server):
     client = await make_client(max_concurrent=1)
     running = await submit(client, media_server.url("/slow/noise.mp4?rate=200000&q=1"))
+    await wait_status(client, running, ("downloading",))
     queued = await submit(client, media_server.url("/slow/noise.mp4?rate=200000&q=2"))
+    before = await (await client.get(f"/api/status/{queued}")).json()
+    assert before["status"] == "queued" and before["started_at"] is None  # it really waited
     body = await (await client.delete(f"/api/tasks/{queued}")).json()
-    assert body["status"] == "cancelled"
+    assert body["status"] == "cancelled" and body["attempts"] == 0
     await client.delete(f"/api/tasks/{running}")
     assert not (client.settings.media_dir / queued).exists()
+    requests_for_queued = [path for path, _ in media_server.requests if "q=2" in path]
+    assert requests_for_queued == []  # never fetched
 
 
 async def test_queue_full_answers_429_with_retry_after(make_client, media_server):

@@ -3,9 +3,9 @@
 import json
 
 from app import events as events_module
-from app.events import EventHub
-from app.store import SQLiteTaskStore
-from app.tests.conftest import submit, wait_status
+from app.events import EventHub, PublishingStore
+from app.store import SQLiteTaskStore, TaskStore
+from app.tests.helpers import submit, wait_status
 
 SLOW = "/slow/noise.mp4?rate=600000"
 
@@ -92,4 +92,42 @@ async def test_a_finished_task_keeps_only_its_final_event_and_old_streams_are_fo
     for n in range(3):
         hub.publish({**task, "id": f"{n:032x}"})
     assert len(hub._streams) == 2
+    await store.close()
+
+
+# Interface methods that only read, or change nothing a client sees (leases, liveness, files'
+# removal marks: a task's own message says so through update()), or carry the announcements.
+READS = {"get", "page", "counts", "get_file", "task_files", "live_files", "live_bytes", "ping", "close"}
+READS |= {"renew_leases", "heartbeat", "nodes_alive", "mark_files_removed", "announce", "listen"}
+
+
+async def _each_change(store: PublishingStore) -> dict:
+    """Every task-changing method called once on a real store; name -> the task it changed."""
+    task = {"id": "a" * 32, "url": "http://127.0.0.1/x", "options": {}, "dedupe_key": "k", "message": ""}
+    changed = {"create": (await store.create(task, 10))[0]["id"]}
+    changed["claim_next"] = (await store.claim_next())["id"]
+    await store.update(task["id"], {"progress": 5.0})
+    changed["update"] = task["id"]
+    changed["requeue_running"] = (await store.requeue_running("restart", count_attempt=False))[0]
+    await store.claim_next("host-a", lease_s=0.0)
+    changed["requeue_expired"] = (await store.requeue_expired())[0]
+    await store.claim_next()
+    await store.complete(task["id"], [])
+    changed["complete"] = task["id"]
+    return changed
+
+
+async def test_every_store_method_that_changes_a_task_publishes_it(tmp_path):
+    marked = {name for name in dir(TaskStore) if getattr(getattr(TaskStore, name), "changes_tasks", False)}
+    abstract = set(TaskStore.__abstractmethods__)
+    assert abstract - marked == READS, "classify the new store method: @changes_tasks, or a read"
+    hub = EventHub()
+    published = []
+    hub.listeners.append(lambda task: published.append(task["id"]))
+    store = PublishingStore(SQLiteTaskStore(tmp_path / "tasks.sqlite3"), hub)
+    calls = 0
+    for name, task_id in (await _each_change(store)).items():
+        calls += 1
+        assert published.count(task_id) >= calls, f"{name} changed task {task_id} but published nothing"
+    assert calls == len(marked), "a @changes_tasks method has no publishing check here"
     await store.close()

@@ -5,7 +5,7 @@ import ipaddress
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import load_settings
-from app.tests.conftest import submit, wait_status
+from app.tests.helpers import submit, wait_status
 
 
 async def scrape(client) -> dict:

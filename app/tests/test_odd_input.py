@@ -10,7 +10,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.tests.conftest import submit, wait_status
+from app.tests.helpers import submit, wait_status
 from app.tests.mediaserver import BLOCKED_HOST
 from app.tests.test_api import assert_json_error
 from app.tests.test_events import read_events
@@ -137,7 +137,7 @@ unicode_numbers = st.one_of(
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    from app.tests.conftest import ServiceProcess
+    from app.tests.helpers import ServiceProcess
 
     process = ServiceProcess(tmp_path_factory.mktemp("odd") / "data", VIDEO_API_RATE_PER_MINUTE="0").start()
     yield process

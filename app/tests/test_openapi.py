@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app import ui
-from app.tests.conftest import REPO, TEST_ALLOW, free_port, make_settings
+from app.tests.helpers import REPO, TEST_ALLOW, free_port, make_settings
 from app.web import create_app
 
 TOKEN = "schemathesis-token-0123456789abcdef"
@@ -20,12 +20,13 @@ async def test_the_document_describes_every_route(aiohttp_client, tmp_path):
     client = await aiohttp_client(application)
     document = await (await client.get("/api/openapi.json")).json()
     assert document["openapi"] == "3.1.0"
-    # The web page's routes (app/ui.py) serve HTML and files, not the API.
+    # Not the API: the web page's routes (app/ui.py, HTML and files) and the hosts' internal one.
+    outside = (ui.PAGE_PATH.rstrip("/"), "/internal/")
     routes = {
         (resource.canonical, route.method.lower())
         for resource in application.router.resources()
         for route in resource
-        if route.method != "HEAD" and not resource.canonical.startswith(ui.PAGE_PATH.rstrip("/"))
+        if route.method != "HEAD" and not resource.canonical.startswith(outside)
     }
     documented = {(path, method) for path, item in document["paths"].items() for method in item}
     assert routes == documented

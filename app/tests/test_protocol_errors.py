@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.tests.conftest import ServiceProcess
+from app.tests.helpers import ServiceProcess
 
 TOKEN = "t0ken-for-protocol-tests-0123456789"
 

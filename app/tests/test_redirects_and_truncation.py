@@ -8,7 +8,7 @@ import sys
 import pytest
 import requests
 
-from app.tests.conftest import ServiceProcess, submit, wait_status
+from app.tests.helpers import ServiceProcess, submit, wait_status
 from app.tests.mediaserver import BLOCKED_HOST
 
 MIXED_HOST = "mixed.test"  # resolves to 127.0.0.1 (allowed in tests) and 127.0.0.2 (blocked)

@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from app.config import ConfigError, load_settings
-from app.tests.conftest import submit, wait_status
+from app.tests.helpers import submit, wait_status
 
 
 def test_retry_settings():

@@ -7,10 +7,11 @@ import subprocess
 import sys
 import time
 
+import psycopg
 import pytest
 import requests
 
-from app.tests.conftest import REPO, children_of, process_group_members, task_worker
+from app.tests.helpers import REPO, children_of, process_group_members, store_settings, task_worker
 
 
 def _resumed_ranges(media_server, since: int) -> list[str]:
@@ -20,6 +21,11 @@ def _resumed_ranges(media_server, since: int) -> list[str]:
 
 
 def _db_status(service, task_id: str) -> tuple[str, int]:
+    """Read straight from the database the stopped service used."""
+    shared = store_settings(service.data_dir)
+    if shared:
+        with psycopg.connect(shared["database_url"]) as db:
+            return db.execute("SELECT status, attempts FROM tasks WHERE id = %s", (task_id,)).fetchone()
     with sqlite3.connect(service.data_dir / "db" / "tasks.sqlite3") as db:
         return db.execute("SELECT status, attempts FROM tasks WHERE id = ?", (task_id,)).fetchone()
 

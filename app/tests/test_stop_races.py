@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from app.tests.conftest import ServiceProcess
+from app.tests.helpers import ServiceProcess
 
 EXIT_WITHIN_S = 5.0
 DELAYS_S = (0.0, 0.03, 0.08, 0.15, 0.25, 0.4)

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from app.config import ConfigError, load_settings
-from app.tests.conftest import submit, wait_status
+from app.tests.helpers import submit, wait_status
 
 MB = 1024 * 1024
 

@@ -8,7 +8,7 @@ import pytest
 
 from app import ui
 from app.tests import browser
-from app.tests.conftest import REPO
+from app.tests.helpers import REPO
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
 PAGE_BUDGET_BYTES = 100 * 1024

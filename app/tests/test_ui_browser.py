@@ -13,7 +13,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from app.tests.browser import start_chrome
-from app.tests.conftest import REPO, ffprobe
+from app.tests.helpers import REPO, ffprobe
 from app.tests.mediaserver import BLOCKED_HOST, HOSTILE_TITLE
 
 pytestmark = pytest.mark.browser

@@ -9,7 +9,7 @@ import pytest
 from app.config import ConfigError, Settings, load_settings
 from app.guard import BlockedAddressError, blocked_reason, check_url_syntax
 from app.store import QueueFullError, SQLiteTaskStore
-from app.tests.conftest import REPO
+from app.tests.helpers import REPO
 
 ALLOW = (ipaddress.ip_network("127.0.0.1/32"),)
 

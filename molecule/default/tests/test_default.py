@@ -20,11 +20,14 @@ def test_service_user_is_a_system_user_without_login(host):
 
 
 def test_code_belongs_to_root_and_data_to_the_service_user(host):
-    for path in (INSTALL_DIR, f"{INSTALL_DIR}/app", f"{INSTALL_DIR}/venv"):
+    # The unit runs the release the `current` symlink points at.
+    release = host.file(f"{INSTALL_DIR}/current").linked_to
+    assert re.fullmatch(rf"{INSTALL_DIR}/releases/[0-9a-f]{{12}}", release), release
+    for path in (INSTALL_DIR, f"{INSTALL_DIR}/releases", release, f"{release}/app", f"{INSTALL_DIR}/venv"):
         directory = host.file(path)
         assert directory.user == "root", path
         assert not directory.mode & 0o022, f"{path} is group/world writable"
-    assert host.file(f"{INSTALL_DIR}/app/__main__.py").user == "root"
+    assert host.file(f"{release}/app/__main__.py").user == "root"
     data = host.file(DATA_DIR)
     assert data.is_directory and data.user == "video-api"
 
