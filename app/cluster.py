@@ -22,7 +22,7 @@ NODE_HEADER = "X-Video-Api-Node"
 TIMESTAMP_HEADER = "X-Video-Api-Timestamp"
 SIGNATURE_HEADER = "X-Video-Api-Signature"
 MAX_CLOCK_SKEW_S = 30
-CHUNK_BYTES = 256 * 1024
+CHUNK_BYTES = 1024 * 1024
 # Headers of the owner's answer that the client gets as they are.
 PASSED_ON = (
     "Content-Type",

@@ -55,7 +55,10 @@ async def _services(application: web.Application):
     application[EVENTS].listeners.append(callbacks.on_task)
     background = [asyncio.create_task(retention.run_periodically())]
     if store.shared:
-        application[PEERS] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=5, sock_read=60))
+        # Large reads: a file streamed from another host passes through in 1 MiB pieces.
+        application[PEERS] = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(sock_connect=5, sock_read=60), read_bufsize=1 << 20, auto_decompress=False
+        )
         background.append(asyncio.create_task(store.follow_other_hosts()))
     await manager.start()
     yield
