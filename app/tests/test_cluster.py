@@ -4,8 +4,10 @@ mid-download: its task finishes elsewhere once the lease expires."""
 
 import hashlib
 import hmac
+import http.server
 import json
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 import requests
 
 from app.tests.helpers import ServiceProcess, ffprobe, free_port, process_group_members, task_worker
+from app.tests.postgres import PostgresServer
 
 SECRET = "cluster-secret-for-tests-0123456789"
 LEASE_S = 3
@@ -24,7 +27,7 @@ def hosts(tmp_path, postgres_url):
     """start(name) -> a service host on the shared database."""
     started = []
 
-    def start(name: str) -> ServiceProcess:
+    def start(name: str, **env) -> ServiceProcess:
         port = free_port()
         data_dir = tmp_path / name / "data"
         data_dir.mkdir(parents=True)
@@ -37,6 +40,7 @@ def hosts(tmp_path, postgres_url):
             VIDEO_API_NODE_URL=f"http://127.0.0.1:{port}",
             VIDEO_API_LEASE_S=str(LEASE_S),
             VIDEO_API_RATE_PER_MINUTE="0",
+            **env,
         ).start()
         service.name = name
         started.append(service)
@@ -181,3 +185,69 @@ def test_a_database_url_without_a_cluster_secret_stops_start_up(tmp_path, postgr
     password = postgres_url.split(":")[2].split("@")[0]
     assert password not in result.stderr
     assert Path(tmp_path).exists()
+
+
+def test_three_hosts_share_one_queue_and_see_each_other(hosts, media_server):
+    a, b, c = hosts("a"), hosts("b"), hosts("c")
+    ids = [
+        host.submit(media_server.url(f"/media/sample.webm?three={n}"), extract_audio=False)
+        for n, host in enumerate((a, b, c, a, b, c))
+    ]
+    finals = [c.wait(task_id, lambda s: s["status"] in ("completed", "failed")) for task_id in ids]
+    assert [final["status"] for final in finals] == ["completed"] * 6
+    owners = {owner_of(task_id, a, b, c).name for task_id in ids}
+    print(f"6 tasks ran on hosts {sorted(owners)}")
+    for host in (a, b, c):
+        listing = requests.get(host.base + "/api/tasks", timeout=10).json()
+        assert listing["counts"]["completed"] == 6 and listing["total"] == 6
+        health = requests.get(host.base + "/api/health", timeout=10).json()
+        assert health["cluster"] == {"node": host.name, "nodes": ["a", "b", "c"]}
+        for final in finals:  # every file from every host
+            assert requests.get(host.base + final["files"]["video"], timeout=30).status_code == 200
+
+
+def test_each_final_status_is_called_back_once_across_hosts(hosts, media_server):
+    received = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{receiver.server_port}/hook"
+    a, b = (hosts(name, VIDEO_API_CALLBACK_SECRET=SECRET) for name in ("a", "b"))
+    completed = a.submit(media_server.url("/media/sample.webm?hook=1"), extract_audio=False, callback_url=hook)
+    cancelled = a.submit(media_server.url(SLOW + "&hook=2"), extract_audio=False, callback_url=hook)
+    a.wait(cancelled, lambda s: s["status"] == "downloading")
+    requests.delete(f"{b.base}/api/tasks/{cancelled}", timeout=10)
+    b.wait(completed, lambda s: s["status"] == "completed")
+    time.sleep(2 * LEASE_S / 3)  # time for a second, wrong delivery to show up
+    receiver.shutdown()
+    assert sorted((post["task_id"], post["status"]) for post in received) == sorted(
+        [(completed, "completed"), (cancelled, "cancelled")]
+    )
+
+
+def test_a_host_whose_database_is_gone_answers_503(tmp_path):
+    server = PostgresServer().start()  # its own server, so stopping it touches no other test
+    url = server.url(server.create_database())
+    (tmp_path / "data").mkdir()
+    host = ServiceProcess(tmp_path / "data", VIDEO_API_DATABASE_URL=url, VIDEO_API_CLUSTER_SECRET=SECRET).start()
+    try:
+        assert requests.get(host.base + "/api/health", timeout=10).status_code == 200
+        server.stop()
+        deadline = time.monotonic() + 30
+        while (health := requests.get(host.base + "/api/health", timeout=20)).status_code != 503:
+            assert time.monotonic() < deadline, health.text
+            time.sleep(0.5)
+        assert health.json()["failing"] == ["database"]
+        assert url.split(":")[2].split("@")[0] not in health.text  # no password in what it says
+    finally:
+        host.stop()
+        server.stop()
