@@ -15,7 +15,6 @@ this machine's cores, so figures are floors and the ratios are what to read.
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from service_bench import Service, load_wrk  # noqa: E402
+from service_bench import Service, big_file, load_wrk  # noqa: E402
 from store_bench import fill_postgres, fill_sqlite  # noqa: E402
 
 from app.tests.helpers import process_group_members, task_worker  # noqa: E402
@@ -178,27 +177,7 @@ def fetch_seconds(url: str) -> float:
 
 def bench_download(work: Path, server: PostgresServer, media: MediaServer, big_mb: int) -> None:
     print(f"== A {big_mb} MB file, from its host and through the other")
-    big = media.folder / f"big-{big_mb}.mp4"
-    if not big.exists():
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-nostdin",
-                "-loglevel",
-                "error",
-                "-y",
-                "-stream_loop",
-                "-1",
-                "-i",
-                str(media.folder / "noise.mp4"),
-                "-c",
-                "copy",
-                "-fs",
-                str(big_mb << 20),
-                str(big),
-            ],
-            check=True,
-        )
+    big = big_file(media, big_mb)
     url = server.url(server.create_database())
     with host(work, "d-a", url) as a, host(work, "d-b", url) as b:
         task_id = submit(a.base, media.url(f"/media/{big.name}"), extract_audio=False)

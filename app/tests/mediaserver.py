@@ -273,14 +273,7 @@ class MediaServer:
         self.flaky_hits[key] += 1
         if self.flaky_hits[key] > int(request.query.get("times", "7")):
             return web.FileResponse(path)
-        start, size = self._range_start(request, path), path.stat().st_size
-        response = web.StreamResponse(status=206 if start else 200)
-        response.content_type = "video/mp4"
-        response.content_length = size - start
-        response.headers["Accept-Ranges"] = "bytes"
-        if start:
-            response.headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
-        await response.prepare(request)
+        start, response = await self._partial_response(request, path)
         with path.open("rb") as file:
             file.seek(start)
             await response.write(file.read(64 * 1024))
@@ -292,6 +285,18 @@ class MediaServer:
         if not path.is_relative_to(self.folder.resolve()) or not path.is_file():
             raise web.HTTPNotFound()
         return path
+
+    async def _partial_response(self, request, path: Path) -> tuple[int, web.StreamResponse]:
+        """A prepared 200, or 206 from the Range's start, announcing the rest of the file."""
+        start, size = self._range_start(request, path), path.stat().st_size
+        response = web.StreamResponse(status=206 if start else 200)
+        response.content_type = "video/mp4"
+        response.content_length = size - start
+        response.headers["Accept-Ranges"] = "bytes"
+        if start:
+            response.headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
+        await response.prepare(request)
+        return start, response
 
     @staticmethod
     def _range_start(request, path: Path) -> int:
@@ -320,15 +325,7 @@ class MediaServer:
     async def _slow(self, request):
         path = self._file(request)
         rate = int(request.query.get("rate", "200000"))
-        size = path.stat().st_size
-        start = self._range_start(request, path)
-        response = web.StreamResponse(status=206 if start else 200)
-        response.content_type = "video/mp4"
-        response.content_length = size - start
-        response.headers["Accept-Ranges"] = "bytes"
-        if start:
-            response.headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
-        await response.prepare(request)
+        start, response = await self._partial_response(request, path)
         if request.method == "HEAD":
             return response
         chunk = max(1024, rate // 20)
