@@ -1,4 +1,4 @@
-"""Address guard, settings and task store on their own."""
+"""Address guard and settings on their own (the task stores: test_store_contract.py)."""
 
 import ipaddress
 import subprocess
@@ -8,7 +8,6 @@ import pytest
 
 from app.config import ConfigError, Settings, load_settings
 from app.guard import BlockedAddressError, blocked_reason, check_url_syntax
-from app.store import QueueFullError, SQLiteTaskStore
 from app.tests.helpers import REPO
 
 ALLOW = (ipaddress.ip_network("127.0.0.1/32"),)
@@ -107,38 +106,3 @@ def test_settings_parse_values():
     assert [str(n) for n in settings.allow_networks] == ["10.0.0.0/8", "fd00::/8"]
     with pytest.raises(ConfigError, match="VIDEO_API_RETENTION_HOURS"):
         load_settings({"VIDEO_API_RETENTION_HOURS": "nan"})
-
-
-async def _new_task(store, n: int, key: str | None = None, limit: int = 100):
-    task = {"id": f"{n:032x}", "url": f"http://x/{n}", "options": {"a": 1}, "dedupe_key": key or str(n)}
-    return await store.create(task, limit)
-
-
-async def test_store_counts_fifo_dedupe_and_queue_limit(tmp_path):
-    store = SQLiteTaskStore(tmp_path / "db" / "t.sqlite3")
-    for n in range(3):
-        await _new_task(store, n)
-    same, created = await _new_task(store, 99, key="1")
-    assert not created and same["id"] == f"{1:032x}"
-    with pytest.raises(QueueFullError):
-        await _new_task(store, 5, limit=3)
-    assert (await store.counts())["queued"] == 3
-    first = await store.claim_next()
-    assert first["id"] == f"{0:032x}" and first["status"] == "downloading" and first["attempts"] == 1
-    assert await store.update(first["id"], {"status": "failed"})
-    assert not await store.update(first["id"], {"progress": 5})  # finished tasks do not change
-    assert await store.counts() == {
-        "queued": 2,
-        "downloading": 0,
-        "processing": 0,
-        "completed": 0,
-        "failed": 1,
-        "cancelled": 0,
-    }
-    # The failed task's key is free again.
-    _, created = await _new_task(store, 7, key="0")
-    assert created
-    second = await store.claim_next()
-    assert await store.requeue_running("restart", count_attempt=True) == [second["id"]]
-    assert (await store.get(second["id"]))["attempts"] == 1
-    await store.close()
