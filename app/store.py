@@ -260,6 +260,9 @@ def _statements(script: str):
             statement = ""
 
 
+WAL_SWITCH_TRIES = 50
+
+
 def _marks(values) -> str:
     return ", ".join("?" for _ in values)
 
@@ -272,13 +275,25 @@ class SQLiteTaskStore(TaskStore):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
-        # First: switching a new file to WAL waits for another process opening it at the same time.
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._to_wal()
         # FULL: a committed state change survives power loss, not only a process crash.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._migrate()
+
+    def _to_wal(self) -> None:
+        # Another process opening a new file at the same moment can make the switch to WAL answer
+        # "database is locked" at once, without waiting through busy_timeout: wait here instead.
+        for _ in range(WAL_SWITCH_TRIES - 1):
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+                time.sleep(0.1)
+        self._db.execute("PRAGMA journal_mode=WAL")
 
     def _migrate(self) -> None:
         # The immediate transaction is the lock: a second process opening the file waits for it.
