@@ -6,6 +6,7 @@ declared on the field itself (`Meta(extra={"error": ...})`), so a new option is 
 """
 
 import datetime
+import functools
 import typing
 from typing import Annotated, Any, Literal
 
@@ -206,20 +207,18 @@ class Cleanup(msgspec.Struct):
 
 
 MODELS = (ProcessRequest, Accepted, TaskView, TaskList, Error, Index, Health, StorageInfo, Cleanup)
-_field_errors: dict[type, dict[str, dict]] = {}
 
 
+@functools.cache
 def _errors_of(model: type) -> dict[str, dict]:
     """Each field's declared JSON error (from its Meta extra)."""
-    if model not in _field_errors:
-        hints = typing.get_type_hints(model, include_extras=True)
-        _field_errors[model] = {
-            name: meta.extra
-            for name, hint in hints.items()
-            for meta in getattr(hint, "__metadata__", ())
-            if isinstance(meta, Meta) and meta.extra
-        }
-    return _field_errors[model]
+    hints = typing.get_type_hints(model, include_extras=True)
+    return {
+        name: meta.extra
+        for name, hint in hints.items()
+        for meta in getattr(hint, "__metadata__", ())
+        if isinstance(meta, Meta) and meta.extra
+    }
 
 
 def decode_process_request(body: bytes) -> ProcessRequest:

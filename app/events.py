@@ -145,12 +145,13 @@ class PublishingStore(TaskStore):
         self._node = node
         self.shared = store.shared
 
-    async def _publish(self, task_ids, tasks: list | None = None) -> None:
-        tasks = tasks or [await self._store.get(task_id) for task_id in task_ids]
+    async def _publish(self, task_ids) -> None:
+        await self._publish_tasks([task for task_id in task_ids if (task := await self._store.get(task_id))])
+
+    async def _publish_tasks(self, tasks: list) -> None:
         for task in tasks:
-            if task is not None:
-                self._hub.publish(task)
-        await self._store.announce(self._node, [task["id"] for task in tasks if task is not None])
+            self._hub.publish(task)
+        await self._store.announce(self._node, [task["id"] for task in tasks])
 
     async def follow_other_hosts(self) -> None:
         """Until cancelled: publish here what other hosts change (their followers are here too)."""
@@ -171,13 +172,13 @@ class PublishingStore(TaskStore):
     async def create(self, task: dict, queue_limit: int):
         task, created = await self._store.create(task, queue_limit)
         if created:
-            await self._publish([], [task])
+            await self._publish_tasks([task])
         return task, created
 
     async def claim_next(self, node: str = LOCAL_NODE, lease_s: float | None = None):
         task = await self._store.claim_next(node, lease_s)
         if task is not None:
-            await self._publish([], [task])
+            await self._publish_tasks([task])
         return task
 
     async def update(self, task_id: str, fields: dict, only_if: tuple = ACTIVE, node: str | None = None) -> bool:

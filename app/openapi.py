@@ -1,6 +1,7 @@
 """The OpenAPI 3.1 document, generated: paths from the router and each handler's `@describe`,
 schemas from the contract's models (app/contract.py). Nothing in it is written twice."""
 
+import copy
 import functools
 import re
 from dataclasses import dataclass, field
@@ -79,7 +80,7 @@ def _parameters(path: str, operation: Operation, components: dict) -> list[dict]
         for name in re.findall(r"{(\w+)}", path)
     ]
     if operation.query is not None:
-        properties = msgspec.json.decode(msgspec.json.encode(components[operation.query.__name__]["properties"]))
+        properties = copy.deepcopy(components[operation.query.__name__]["properties"])
         for name, schema in properties.items():
             description = schema.pop("description", None)
             schema.pop("default", None)

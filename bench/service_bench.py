@@ -14,12 +14,10 @@ floor for the service, not a ceiling. All traffic is to 127.0.0.1.
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -32,8 +30,10 @@ import aiohttp
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-from app.store import SQLiteTaskStore  # noqa: E402
+from store_bench import fill_sqlite  # noqa: E402
+
 from app.tests.helpers import children_of, free_port  # noqa: E402
 from app.tests.mediaserver import MediaServer, generate_media  # noqa: E402
 
@@ -101,47 +101,8 @@ class Service:
 
 def fill_store(db_path: Path, count: int) -> list[str]:
     """Insert count finished tasks (one transaction); returns some ids to query."""
-    SQLiteTaskStore(db_path)  # creates the schema, counters and triggers
-    db = sqlite3.connect(db_path)
-    now = time.time()
-    options = json.dumps(
-        {
-            "audio_bitrate": "192",
-            "audio_format": "mp3",
-            "extract_audio": True,
-            "keep_video": True,
-            "video_quality": "best",
-        }
-    )
-    statuses = ("completed", "completed", "completed", "failed", "cancelled")
-    rows = []
-    for n in range(count):
-        task_id, at = uuid.uuid4().hex, now - count + n
-        rows.append(
-            (
-                task_id,
-                f"http://127.0.0.1/video/{n}.mp4",
-                options,
-                task_id,
-                statuses[n % 5],
-                100.0,
-                123456,
-                123456,
-                "completed",
-                at,
-                at,
-                at,
-                at,
-            )
-        )
-    db.executemany(
-        "INSERT INTO tasks (id, url, options, dedupe_key, status, progress, downloaded_bytes, total_bytes, message,"
-        " created_at, updated_at, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        rows,
-    )
-    db.commit()
-    db.close()
-    return [row[0] for row in rows[:: max(1, count // 1000)]]
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    return fill_sqlite(db_path, count)[:: max(1, count // 1000)]
 
 
 async def load(base: str, paths: list[str], connections: int, seconds: float) -> dict:

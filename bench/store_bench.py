@@ -82,10 +82,13 @@ def rows(count: int, status=None):
         )
 
 
-def fill_sqlite(path: Path, count: int) -> None:
+def fill_sqlite(path: Path, count: int) -> list[str]:
+    """count finished tasks in one transaction; returns their ids, oldest first."""
     SQLiteTaskStore(path)._db.close()  # the schema
+    tasks = list(rows(count))
     with sqlite3.connect(path) as db:
-        db.executemany(f"INSERT INTO tasks ({COLUMNS}) VALUES ({', '.join('?' * 13)})", rows(count))
+        db.executemany(f"INSERT INTO tasks ({COLUMNS}) VALUES ({', '.join('?' * 13)})", tasks)
+    return [task[0] for task in tasks]
 
 
 def fill_postgres(url: str, count: int, status=None) -> None:
