@@ -30,7 +30,7 @@ LEGACY_MANYLINUX = {5: "manylinux1", 12: "manylinux2010", 17: "manylinux2014"}
 
 
 def bundle(source: Path, output: Path) -> dict:
-    buffer, members = io.BytesIO(), []
+    buffer, members = io.BytesIO(), {}
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for root, dirs, files in os.walk(source):
             dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_DIRS)
@@ -44,7 +44,7 @@ def bundle(source: Path, output: Path) -> dict:
                 info.uname = info.gname = "root"
                 with path.open("rb") as handle:
                     tar.addfile(info, handle)
-                members.append(info.name)
+                members[info.name] = info.size
     data = buffer.getvalue()
     changed = not output.exists() or output.read_bytes() != data
     if changed:
