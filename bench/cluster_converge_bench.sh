@@ -57,7 +57,9 @@ cp -r app "$work/app"
 # Mitogen's strategy (PyPI `mitogen`, if installed) against the plain connection: it takes over the
 # `docker` connection (not community.docker's FQCN), so its runs use an inventory naming that one.
 mitogen=$(python -c 'import ansible_mitogen, os; print(os.path.dirname(ansible_mitogen.__file__))' 2>/dev/null || true)
-sed 's/community.docker.docker/docker/' "$work/solo/hosts.yml" >"$work/solo/hosts-docker.yml"
+for inventory in solo cluster; do
+  sed 's/community.docker.docker/docker/' "$work/$inventory/hosts.yml" >"$work/$inventory/hosts-docker.yml"
+done
 
 declare -A seconds changed
 run() {  # label inventory playbook [args...]; a label ending in -mitogen runs with Mitogen's strategy
@@ -82,6 +84,9 @@ if [[ -n $mitogen ]]; then
 fi
 run cluster-fresh "$work/cluster/hosts.yml" playbooks/site.yml
 run cluster-second "$work/cluster/hosts.yml" playbooks/site.yml
+if [[ -n $mitogen ]]; then
+  run cluster-second-mitogen "$work/cluster/hosts-docker.yml" playbooks/site.yml
+fi
 
 # A changed release, rolled over two API hosts while a client polls the load balancer.
 echo "# bench $(date +%s)" >>"$work/app/__init__.py"
@@ -120,8 +125,10 @@ printf '%-34s %9ss %9ss %7sx\n' "second converge" "${seconds[solo-second]}" "${s
 printf '%-34s %10s %10s\n' "second converge: changed" "${changed[solo-second]}" "${changed[cluster-second]}"
 echo "rolling update of 2 API hosts: ${seconds[rolling-update-2-hosts]} s; client requests: $ok ok, $failed failed"
 if [[ -n $mitogen ]]; then
-  echo "second converge of 1 host: plain connection ${seconds[solo-second]} s, Mitogen ${seconds[solo-second-mitogen]} s" \
-    "(changed=${changed[solo-second-mitogen]})"
+  printf '%-34s %9ss %9ss %7sx\n' "second converge, Mitogen strategy" "${seconds[solo-second-mitogen]}" \
+    "${seconds[cluster-second-mitogen]}" "$(ratio "${seconds[cluster-second-mitogen]}" "${seconds[solo-second-mitogen]}")"
+  printf '%-34s %10s %10s\n' "second converge, Mitogen: changed" "${changed[solo-second-mitogen]}" \
+    "${changed[cluster-second-mitogen]}"
 else
   echo "Mitogen not measured: pip install mitogen into .venv"
 fi
