@@ -50,15 +50,27 @@ def platforms_under_test() -> dict[str, set[str]]:
     for molecule_yml in ROOT.glob("molecule/*/molecule.yml"):
         scenario = load(molecule_yml)
         playbook = (molecule_yml.parent / scenario["provisioner"]["playbooks"]["converge"]).resolve()
-        plays = [play for play in load(playbook) if "roles" in play]
         for platform in scenario["platforms"]:
             # ${MOLECULE_IMAGE_DEBIAN12:-video-api-molecule/debian:12} -> 12
             release = DEBIAN_RELEASES[re.search(r"debian:(\d+)\}?$", platform["image"]).group(1)]
-            for play in plays:
-                if set(play["hosts"].split(":")) & set(platform.get("groups", [])):
-                    for role in play["roles"]:
-                        tested.setdefault(role if isinstance(role, str) else role["role"], set()).add(release)
+            for role, groups in roles_by_groups(load(playbook)):
+                if groups & set(platform.get("groups", [])):
+                    tested.setdefault(role, set()).add(release)
     return tested
+
+
+def roles_by_groups(plays: list[dict]):
+    """(role, groups whose hosts run it) for each role a play lists or includes; an include's
+    `when` on `groups['...']` narrows it to those groups."""
+    for play in plays:
+        hosts = set(play.get("hosts", "").split(":"))
+        for role in play.get("roles", []):
+            yield (role if isinstance(role, str) else role["role"]), hosts
+        for task in play.get("tasks", []):
+            include = task.get("ansible.builtin.include_role")
+            if include:
+                named = set(re.findall(r"groups\['(\w+)'\]", str(task.get("when", ""))))
+                yield include["name"], named or hosts
 
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
