@@ -2,8 +2,8 @@
 balancer only (from the controller, over the scenario's Docker network), playbook runs."""
 
 import json
-import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 import requests
 
-PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[3]))
+sys.path.insert(0, str(Path(__file__).parents[2]))
+from scenario_tools import PROJECT, changed_tasks, run_playbook, wait_for
+
+# Re-exported: the tests import their helpers from conftest.
+__all__ = ["PROJECT", "changed_tasks", "run_playbook", "wait_for"]
+
 API_HOSTS = ("cluster-api1", "cluster-api2")
 LB, DB = "cluster-lb", "cluster-db"
 SERVICE = "video-download-api"
@@ -31,31 +36,10 @@ def docker(container, command, check=True):
 def address(container):
     return subprocess.run(
         ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-
-
-def run_playbook(*arguments, check=True):
-    """ansible-playbook against Molecule's inventory; the finished process and its JSON report."""
-    environment = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
-    environment.pop("ANSIBLE_CALLBACKS_ENABLED", None)  # profile_tasks would write into the JSON
-    inventory = str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
-    result = subprocess.run(
-        ["ansible-playbook", "--inventory", inventory, *arguments],
-        capture_output=True, text=True, env=environment, check=False,
-    )  # fmt: skip
-    if check:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result, json.loads(result.stdout)
-
-
-def wait_for(predicate, timeout, interval=1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def current_release(container):

@@ -14,8 +14,11 @@ def test_postgresql_listens_on_its_address_and_admits_only_the_api_hosts(host):
     assert host.socket(f"tcp://{address(DB)}:5432").is_listening
     assert not host.socket("tcp://0.0.0.0:5432").is_listening
     hba = host.file("/etc/postgresql/15/main/pg_hba.conf").content_string
-    remote = sorted(line.split()[3] for line in hba.splitlines() if line.startswith("host ") and "127.0.0.1" not in line
-                    and "::1" not in line)  # fmt: skip
+    remote = sorted(
+        line.split()[3]
+        for line in hba.splitlines()
+        if line.startswith("host ") and "127.0.0.1" not in line and "::1" not in line
+    )
     assert remote == sorted(f"{address(api)}/32" for api in API_HOSTS), hba
     assert all(line.split()[-1] == "scram-sha-256" for line in hba.splitlines() if line.startswith("host "))
     ufw = host.check_output("ufw status")
@@ -30,9 +33,11 @@ def test_haproxy_balances_the_api_hosts_with_health_checks(host):
         assert f"server {api} {address(api)}:8000" in config
     assert "option httpchk GET /api/health" in config and "option forwardfor" in config
     assert host.socket("tcp://0.0.0.0:8000").is_listening
-    stat = host.check_output("echo 'show stat' | python3 -c \"import socket,sys; s=socket.socket(socket.AF_UNIX);"
-                             " s.connect('/run/haproxy/admin.sock'); s.sendall(sys.stdin.buffer.read());"
-                             " print(s.makefile().read())\"")  # fmt: skip
+    stat = host.check_output(
+        "echo 'show stat' | python3 -c \"import socket,sys; s=socket.socket(socket.AF_UNIX);"
+        " s.connect('/run/haproxy/admin.sock'); s.sendall(sys.stdin.buffer.read());"
+        ' print(s.makefile().read())"'
+    )
     states = {
         line.split(",")[1]: line.split(",")[17] for line in stat.splitlines() if line.startswith("video_api,cluster")
     }

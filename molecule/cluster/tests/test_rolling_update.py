@@ -32,9 +32,11 @@ def test_a_rolling_update_under_load_fails_no_request(client, media, tmp_path):
         while load.sse_last_status not in TERMINAL and time.monotonic() < deadline:
             time.sleep(1)
     after = {host: current_release(host) for host in API_HOSTS}
-    print(f"\nrolling update of {len(API_HOSTS)} hosts: {duration:.1f} s; {load.requests} requests,"
-          f" {len(load.failures)} failed; SSE streams {load.sse_streams}, last status {load.sse_last_status};"
-          f" served by {sorted(filter(None, load.served_by))}")  # fmt: skip
+    print(
+        f"\nrolling update of {len(API_HOSTS)} hosts: {duration:.1f} s; {load.requests} requests,"
+        f" {len(load.failures)} failed; SSE streams {load.sse_streams}, last status {load.sse_last_status};"
+        f" served by {sorted(filter(None, load.served_by))}"
+    )
     assert all(after[host] != before[host] for host in API_HOSTS), (before, after)
     assert load.failures == []
     assert load.sse_last_status == "completed" and load.sse_streams >= 2

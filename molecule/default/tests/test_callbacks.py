@@ -17,8 +17,9 @@ def test_the_callback_secret_is_kept_like_the_token(host):
 
 def test_callback_url_is_accepted_only_with_a_secret(host, api):
     # Nothing listens on port 9: the task is cancelled at once, its callback fails and is given up.
-    status, body = api.post("/api/process", {"url": "http://127.0.0.1:9/clip.mp4?callback-check",
-                                             "callback_url": "http://127.0.0.1:9/hook"})  # fmt: skip
+    status, body = api.post(
+        "/api/process", {"url": "http://127.0.0.1:9/clip.mp4?callback-check", "callback_url": "http://127.0.0.1:9/hook"}
+    )
     if host.backend.host == CALLBACK_HOST:
         assert status == 202, body
         status, task = api.call("DELETE", f"/api/tasks/{body['task_id']}")

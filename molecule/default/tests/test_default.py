@@ -1,10 +1,9 @@
 """The converged host: user, files, the hardened unit, the firewall, and a real download."""
 
 import re
-import time
 
 import pytest
-from conftest import SERVICE
+from conftest import SERVICE, wait_for
 
 INSTALL_DIR = "/opt/video-download-api"
 DATA_DIR = "/var/lib/video-download-api"
@@ -85,15 +84,6 @@ def test_health_is_healthy(api):
     status, body = api.get("/api/health")
     assert status == 200, body
     assert body["status"] == "healthy"
-
-
-def wait_for(predicate, timeout, interval=1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def test_download_end_to_end_survives_a_restart(host, api):

@@ -9,8 +9,14 @@ SCRAPE = (
     " print(json.dumps(sorted(f.name for f in parse(text))))"
 )
 
-EXPECTED = ("video_api_tasks", "video_api_queue_depth", "video_api_downloaded_bytes",
-            "video_api_download_duration_seconds", "video_api_http_requests", "video_api_disk_free_bytes")  # fmt: skip
+EXPECTED = (
+    "video_api_tasks",
+    "video_api_queue_depth",
+    "video_api_downloaded_bytes",
+    "video_api_download_duration_seconds",
+    "video_api_http_requests",
+    "video_api_disk_free_bytes",
+)
 
 
 def test_metrics_are_served_to_the_host_itself(host):
