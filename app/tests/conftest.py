@@ -1,6 +1,8 @@
 """Fixtures: a local media server with ffmpeg-generated files, the service under test (in-process
 or as a process), and a throwaway PostgreSQL server. Helpers are in helpers.py."""
 
+from pathlib import Path
+
 import pytest
 
 from app.tests.helpers import ServiceProcess, make_settings
@@ -53,8 +55,8 @@ async def client(make_client):
 def service_factory(tmp_path):
     services = []
 
-    def start(*args: str, **env) -> ServiceProcess:
-        service = ServiceProcess(tmp_path / "data", *args, **env).start()
+    def start(*args: str, data_dir: Path | None = None, **env) -> ServiceProcess:
+        service = ServiceProcess(data_dir or tmp_path / "data", *args, **env).start()
         services.append(service)
         return service
 

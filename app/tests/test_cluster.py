@@ -23,16 +23,15 @@ SLOW = "/slow/noise.mp4?rate=150000"
 
 
 @pytest.fixture
-def hosts(tmp_path, postgres_url):
+def hosts(tmp_path, postgres_url, service_factory):
     """start(name) -> a service host on the shared database."""
-    started = []
 
     def start(name: str, **env) -> ServiceProcess:
         port = free_port()
         data_dir = tmp_path / name / "data"
         data_dir.mkdir(parents=True)
-        service = ServiceProcess(
-            data_dir,
+        service = service_factory(
+            data_dir=data_dir,
             PORT=str(port),
             VIDEO_API_DATABASE_URL=postgres_url,
             VIDEO_API_CLUSTER_SECRET=SECRET,
@@ -41,16 +40,11 @@ def hosts(tmp_path, postgres_url):
             VIDEO_API_LEASE_S=str(LEASE_S),
             VIDEO_API_RATE_PER_MINUTE="0",
             **env,
-        ).start()
+        )
         service.name = name
-        started.append(service)
         return service
 
-    yield start
-    for service in started:
-        if service.process.poll() is None:
-            service.process.kill()
-            service.process.wait()
+    return start
 
 
 def owner_of(task_id: str, *services: ServiceProcess) -> ServiceProcess:
