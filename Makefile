@@ -43,18 +43,18 @@ role-docs: $(BIN)/activate
 
 # The fast part alone, for quick rounds while developing: no downloads, processes, databases or browser.
 pytest-fast: $(BIN)/activate
-	$(BIN)/python -m pytest -m 'not e2e and not container' app/tests
+	$(BIN)/python -m pytest -m 'not e2e and not container' tests
 
 # Docker-free: the container tests have their own target.
 pytest: $(BIN)/activate
-	$(BIN)/python -m pytest -m 'not container' app/tests
+	$(BIN)/python -m pytest -m 'not container' tests
 	@# The same suite on the PostgreSQL task store (the web page's browser tests do not depend on it).
-	VIDEO_API_TEST_STORE=postgresql $(BIN)/python -m pytest -m 'not container and not browser' app/tests
+	VIDEO_API_TEST_STORE=postgresql $(BIN)/python -m pytest -m 'not container and not browser' tests
 
 # The image (Dockerfile) from the local Debian 12 base: built, run hardened, a download stopped and resumed, compose.
 container-test: $(BIN)/activate
 	bash molecule/build-images.sh 12
-	$(BIN)/python -m pytest -m container app/tests
+	$(BIN)/python -m pytest -m container tests
 
 # The service's image, video-download-api:<app version>; BASE_IMAGE=... for another base than debian:12-slim.
 image: $(BIN)/activate

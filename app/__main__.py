@@ -14,11 +14,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from app.appkeys import MANAGER
-from app.config import ConfigError, load_settings
-from app.protocol import AppRunner
-from app.store import StoreConnectError
-from app.web import create_app
+from app.api.application import create_app
+from app.api.keys import MANAGER
+from app.api.protocol_errors import AppRunner
+from app.settings import ConfigError, load_settings
+from app.store.base import StoreConnectError
 
 SHUTDOWN_TIMEOUT_S = 3.0
 # From SIGTERM to exit, whatever happens: SHUTDOWN_TIMEOUT_S for open requests plus some slack.
@@ -64,9 +64,9 @@ async def serve(settings) -> None:
 
 def _code_stamp() -> dict:
     root = Path(__file__).parent
-    # The web page's files count too: app/ui.py reads them once per process.
-    paths = [*root.rglob("*.py"), *(root / "static").iterdir()]
-    return {path: path.stat().st_mtime for path in paths if "tests" not in path.parts}
+    # The web page's files count too: app/api/webpage.py reads them once per process.
+    paths = [*root.rglob("*.py"), *(root / "api" / "static").iterdir()]
+    return {path: path.stat().st_mtime for path in paths}
 
 
 def reload_loop() -> int:

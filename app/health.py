@@ -9,27 +9,30 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 import app
-from app import media
-from app.config import Settings
-from app.contract import Health
-from app.store import TaskStore
+from app.api.contract import Health
+from app.settings import Settings
+from app.store.base import TaskStore
+from app.tasks import media
+
+if TYPE_CHECKING:
+    from app.cluster.cluster import Cluster
 
 
-async def check(settings: Settings, store: TaskStore, running_workers: int) -> Health:
-    checks = {}
+async def check(settings: Settings, store: TaskStore, running_workers: int, cluster: "Cluster | None") -> Health:
+    checks: dict[str, dict[str, Any]] = {}
     versions = dict(_static_versions())
-    cluster = {"node": settings.node_name, "nodes": [settings.node_name]}
+    members = {"node": settings.node_name, "nodes": [settings.node_name]}
     started = time.perf_counter()
     try:
         await store.ping()
         checks["database"] = {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
-        if store.shared:
-            alive = await store.nodes_alive(time.time() - settings.lease_s)
-            cluster["nodes"] = sorted(node["node"] for node in alive)
+        if cluster is not None:
+            members["nodes"] = sorted(node["node"] for node in await cluster.nodes_alive())
     except Exception as exc:
         # A host without its database answers 503, so a load balancer takes it out.
         checks["database"] = {"ok": False, "detail": f"database does not answer: {exc}"}
@@ -59,7 +62,7 @@ async def check(settings: Settings, store: TaskStore, running_workers: int) -> H
         failing,
         versions,
         {"running": running_workers, "max": settings.max_concurrent},
-        cluster,
+        members,
     )
 
 

@@ -9,7 +9,7 @@ import bisect
 
 from aiohttp import web
 
-from app.store import STATUSES
+from app.store.base import STATUSES
 
 # Downloads and extractions of test clips take ~1 s, of real videos up to an hour.
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -46,15 +46,16 @@ class Metrics:
         self.http_requests: dict[tuple[str, str, int], int] = {}
         self.http_seconds: dict[tuple[str, str], _Histogram] = {}
 
-    def task_finished(self, status: str, timings: dict | None = None, downloaded_bytes: int = 0) -> None:
+    def task_finished(
+        self, status: str, downloaded_bytes: int = 0, download_s: float | None = None, extract_s: float | None = None
+    ) -> None:
         self.finished[status] = self.finished.get(status, 0) + 1
         if status == "completed":
             self.downloaded_bytes += downloaded_bytes
-            timings = timings or {}
-            if timings.get("download_s") is not None:
-                self.download_seconds.observe(timings["download_s"])
-            if timings.get("extract_s") is not None:
-                self.extract_seconds.observe(timings["extract_s"])
+            if download_s is not None:
+                self.download_seconds.observe(download_s)
+            if extract_s is not None:
+                self.extract_seconds.observe(extract_s)
 
     def observe_request(self, request: web.Request, status: int, seconds: float) -> None:
         resource = request.match_info.route.resource

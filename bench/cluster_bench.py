@@ -8,7 +8,7 @@ cross     two hosts: time from a cancel on B to the worker gone on A (5 trials),
           to the same change reaching an SSE follower on B (p50, p99 over a throttled download)
 download  a --big-mb file fetched from the host holding it and through the other host (ratio)
 
-PostgreSQL is a throwaway server (app/tests/postgres.py); services, wrk and the database share
+PostgreSQL is a throwaway server (tests/support/postgres.py); services, wrk and the database share
 this machine's cores, so figures are floors and the ratios are what to read.
 """
 
@@ -29,9 +29,9 @@ sys.path.insert(0, str(REPO / "bench"))
 from service_bench import Service, big_file, load_wrk  # noqa: E402
 from store_bench import fill_postgres, fill_sqlite  # noqa: E402
 
-from app.tests.helpers import process_group_members, task_worker  # noqa: E402
-from app.tests.mediaserver import MediaServer, generate_media  # noqa: E402
-from app.tests.postgres import PostgresServer  # noqa: E402
+from tests.support.helpers import process_group_members, task_worker  # noqa: E402
+from tests.support.mediaserver import MediaServer, generate_media  # noqa: E402
+from tests.support.postgres import PostgresServer  # noqa: E402
 
 SECRET = "cluster-bench-secret-0123456789"
 

@@ -20,7 +20,7 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from app.tests.helpers import free_port  # noqa: E402
+from tests.support.helpers import free_port  # noqa: E402
 
 BASE = os.environ.get("BENCH_BASE_IMAGE", os.environ.get("MOLECULE_IMAGE_DEBIAN12", "video-api-molecule/debian:12"))
 IMAGE = "video-download-api:bench"

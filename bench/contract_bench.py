@@ -18,8 +18,9 @@ from typing import Any, Literal
 import pydantic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from app import contract, media
-from app.views import task_view
+from app.api import contract
+from app.api.serializers import task_view
+from app.tasks import media
 
 BODY = b'{"url": "https://media.example/v.mp4", "audio_format": "m4a", "audio_bitrate": "160k"}'
 NOW = time.time()

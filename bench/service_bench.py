@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from store_bench import fill_sqlite  # noqa: E402
 
-from app.tests.helpers import children_of, free_port  # noqa: E402
-from app.tests.mediaserver import MediaServer, generate_media  # noqa: E402
+from tests.support.helpers import children_of, free_port  # noqa: E402
+from tests.support.mediaserver import MediaServer, generate_media  # noqa: E402
 
 PYTHON = sys.executable
 

@@ -8,7 +8,7 @@ reads   get by id and page-of-50 (first page, keyset page deep in the table, one
 claims  claim_next throughput with 2/4/8 concurrent claimers (one store each) on PostgreSQL,
         and with 8 claimers when counts are one counter row per status instead of delta rows
 
-PostgreSQL is a throwaway server of Debian's `postgresql` (app/tests/postgres.py) with its durable
+PostgreSQL is a throwaway server of Debian's `postgresql` (tests/support/postgres.py) with its durable
 defaults (fsync on); SQLite runs with the service's settings (WAL, synchronous=FULL). Client and
 server share this machine's cores, so the figures are floors.
 """
@@ -30,9 +30,9 @@ import psycopg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from app.store import SQLiteTaskStore  # noqa: E402
-from app.store_pg import _FOLD_COUNTS, PostgresTaskStore  # noqa: E402
-from app.tests.postgres import PostgresServer  # noqa: E402
+from app.store.postgres import _FOLD_COUNTS, PostgresTaskStore  # noqa: E402
+from app.store.sqlite import SQLiteTaskStore  # noqa: E402
+from tests.support.postgres import PostgresServer  # noqa: E402
 
 OPTIONS = {
     "audio_bitrate": "192",

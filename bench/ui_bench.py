@@ -25,8 +25,8 @@ sys.path.insert(0, str(REPO / "bench"))
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 from service_bench import Service, fill_store  # noqa: E402
 
-from app.tests.browser import start_chrome  # noqa: E402
-from app.tests.mediaserver import MediaServer, generate_media  # noqa: E402
+from tests.support.browser import start_chrome  # noqa: E402
+from tests.support.mediaserver import MediaServer, generate_media  # noqa: E402
 
 TASKS = 500
 LOADS = 5

@@ -1,0 +1,106 @@
+"""Routes of the service itself: the index, health, the OpenAPI document, metrics, storage."""
+
+import asyncio
+import shutil
+
+import msgspec
+from aiohttp import web
+
+import app
+from app import health
+from app.api import openapi, webpage
+from app.api.contract import Cleanup, Health, Index, StorageInfo
+from app.api.keys import CLUSTER, MANAGER, METRICS, RETENTION, SETTINGS, STORE
+from app.api.middlewares import ApiError
+from app.api.networks import address_in
+from app.api.openapi import Reply, describe
+from app.api.routes.common import json_response
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/")
+@describe(
+    "Service name, version and endpoints",
+    {
+        200: Reply("Index.", Index),
+        303: Reply(
+            "A browser (Accept prefers text/html to JSON) is sent to the web page.", headers={"Location": "/ui/"}
+        ),
+    },
+    public=True,
+)
+async def index(request: web.Request) -> web.Response:
+    if webpage.wants_page(request):
+        return webpage.redirect_to_page()
+    described = openapi.operations(request.app.router)
+    endpoints = {f"{method} {path}": handler.operation.summary for path, method, handler in described}
+    return json_response(Index("video-download-api", app.__version__, endpoints), headers={"Vary": "Accept"})
+
+
+@routes.get("/api/health")
+@describe(
+    "Real checks: database, media folder, FFmpeg, free disk",
+    {200: Reply("Healthy.", Health), 503: Reply("Unhealthy.", Health)},
+    public=True,
+)
+async def health_check(request: web.Request) -> web.Response:
+    report = await health.check(
+        request.app[SETTINGS], request.app[STORE], request.app[MANAGER].running_count, request.app.get(CLUSTER)
+    )
+    return json_response(report, 200 if report.status == "healthy" else 503)
+
+
+@routes.get("/api/openapi.json")
+@describe("This document", {200: Reply("OpenAPI 3.1 document.")})
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.Response(body=openapi.document(request.app.router), content_type="application/json")
+
+
+@routes.get("/metrics")
+@describe(
+    "Prometheus metrics",
+    {
+        200: Reply("Prometheus text format.", content_type="text/plain"),
+        403: Reply("Peer outside VIDEO_API_METRICS_NETWORKS."),
+    },
+    public=True,
+)
+async def metrics(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    peer = request.remote or ""
+    if not address_in(peer, settings.metrics_networks):
+        raise ApiError(403, "forbidden", f"/metrics is not open to {peer} (VIDEO_API_METRICS_NETWORKS)")
+    counts = await request.app[STORE].counts()
+    _, used = await request.app[STORE].live_bytes(every_node=True)
+    disk = await asyncio.to_thread(shutil.disk_usage, settings.media_dir)
+    return request.app[METRICS].render(counts, request.app[MANAGER].running_count, used, disk.free)
+
+
+@routes.get("/api/storage/info")
+@describe("Disk use of the media folder", {200: Reply("Figures.", StorageInfo)})
+async def storage_info(request: web.Request) -> web.Response:
+    settings, store = request.app[SETTINGS], request.app[STORE]
+    count, used = await store.live_bytes()
+    cluster_count, cluster_used = await store.live_bytes(every_node=True)
+    disk = await asyncio.to_thread(shutil.disk_usage, settings.media_dir)
+    mb = 1024 * 1024
+    info = StorageInfo(
+        settings.node_name,
+        count,
+        used,
+        settings.max_storage_mb * mb,
+        disk.free,
+        disk.total,
+        settings.min_free_mb * mb,
+        settings.retention_hours,
+        cluster_count,
+        cluster_used,
+    )
+    return json_response(info)
+
+
+@routes.post("/api/storage/cleanup")
+@describe("Run retention now", {200: Reply("What was deleted.", Cleanup)})
+async def storage_cleanup(request: web.Request) -> web.Response:
+    return json_response(msgspec.convert(await request.app[RETENTION].run(), Cleanup))

@@ -1,0 +1,192 @@
+"""Routes of tasks: queue a download, its status, its live events, cancel it, list them.
+Each handler declares its OpenAPI operation (`@describe`), from which the document and the
+endpoint list of `GET /` are generated: routes are written once, here and beside."""
+
+import asyncio
+import logging
+import urllib.parse
+
+import msgspec
+from aiohttp import web
+
+from app.api.contract import (
+    MAX_URL_LENGTH,
+    Accepted,
+    ContractError,
+    ProcessRequest,
+    TaskList,
+    TaskListQuery,
+    TaskView,
+    decode_process_request,
+    encode,
+    parse_query,
+)
+from app.api.keys import EVENTS, MANAGER, RATE_LIMITER, SETTINGS, STORE
+from app.api.middlewares import ApiError
+from app.api.networks import client_address
+from app.api.openapi import Reply, describe
+from app.api.routes.common import NO_TASK, RETRY_AFTER, json_response, task_of
+from app.api.serializers import task_view
+from app.settings import Settings
+from app.store.base import QueueFullError
+from app.tasks import address_guard
+
+QUEUE_FULL_RETRY_AFTER_S = 30
+SSE_KEEPALIVE_S = 15.0
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+
+async def check_url(url: str, settings: Settings, name: str = "url") -> str:
+    """The URL, stripped, when its host resolves only to allowed addresses; else a 422."""
+    url = url.strip()
+    if not url:
+        raise ApiError(422, "invalid_url", f"{name} must be a non-empty string")
+    if len(url) > MAX_URL_LENGTH:
+        raise ApiError(422, "invalid_url", f"{name} is longer than {MAX_URL_LENGTH} characters")
+    try:
+        address_guard.check_url_syntax(url)
+    except address_guard.BlockedAddressError as exc:
+        raise ApiError(422, "invalid_url", str(exc)) from None
+    try:
+        await address_guard.check_url_host(url, settings.allow_networks)
+    except address_guard.UnresolvableHostError as exc:
+        raise ApiError(422, "unresolvable_host", str(exc)) from None
+    except address_guard.BlockedAddressError as exc:
+        raise ApiError(422, "blocked_address", str(exc)) from None
+    return url
+
+
+def _rate_limit(request: web.Request) -> None:
+    limiter = request.app.get(RATE_LIMITER)
+    if limiter is None:
+        return
+    settings = request.app[SETTINGS]
+    client = client_address(request.remote, request.headers.getall("X-Forwarded-For", []), settings.trusted_proxies)
+    wait = limiter.acquire(client)
+    if wait:
+        raise ApiError(
+            429, "rate_limited", f"too many new tasks from {client}; try again in {wait} s", {"Retry-After": str(wait)}
+        )
+
+
+@routes.post("/api/process")
+@describe(
+    "Queue a download",
+    {
+        202: Reply(
+            "Queued, or the active task for the same URL and options.",
+            Accepted,
+            headers={"Location": "The status URL."},
+        ),
+        400: Reply("Body is not a JSON object."),
+        413: Reply("Body larger than 64 KiB."),
+        422: Reply("Invalid option, URL or callback_url; blocked or unresolvable address; callbacks disabled."),
+        429: Reply("Queue full, or this client's rate limit reached.", headers=RETRY_AFTER),
+    },
+    body=ProcessRequest,
+)
+async def process(request: web.Request) -> web.Response:
+    _rate_limit(request)
+    settings = request.app[SETTINGS]
+    try:
+        body = decode_process_request(await request.read())
+    except ContractError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
+    options = body.options()
+    url = await check_url(body.url, settings)
+    if body.callback_url is not None:
+        if not settings.callback_secret:
+            raise ApiError(422, "callbacks_disabled", "callback_url needs VIDEO_API_CALLBACK_SECRET on the service")
+        # The same guard as downloads: the service will connect there.
+        options["callback_url"] = await check_url(body.callback_url, settings, "callback_url")
+    try:
+        task, created = await request.app[MANAGER].submit(url, options)
+    except QueueFullError:
+        raise ApiError(
+            429, "queue_full", "too many tasks waiting; try again later", {"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)}
+        ) from None
+    status_url = f"/api/status/{task['id']}"
+    message = "task queued" if created else f"the same download is already {task['status']}; returning that task"
+    return json_response(Accepted(task["id"], task["status"], status_url, message), 202, {"Location": status_url})
+
+
+@routes.get("/api/status/{task_id}")
+@describe("Status and progress of a task", {200: Reply("The task.", TaskView), 404: NO_TASK})
+async def status(request: web.Request) -> web.Response:
+    return json_response(task_view(await task_of(request)))
+
+
+@routes.delete("/api/tasks/{task_id}")
+@describe("Cancel a task and delete its files", {200: Reply("The task as it is now.", TaskView), 404: NO_TASK})
+async def delete_task(request: web.Request) -> web.Response:
+    task = await request.app[MANAGER].cancel(await task_of(request))
+    view = msgspec.structs.replace(task_view(task), message=f"task {task['status']}; its files are deleted")
+    return json_response(view)
+
+
+@routes.get("/api/tasks/{task_id}/events")
+@describe(
+    "Server-Sent Events of a task until it ends",
+    {
+        200: Reply(
+            "`event: status|progress`, `id: <boot>-<n>`, `data: <Task JSON>`.", content_type="text/event-stream"
+        ),
+        404: NO_TASK,
+    },
+    headers={"Last-Event-ID": "Resume after this event id; any other value: a snapshot first."},
+)
+async def task_events(request: web.Request) -> web.StreamResponse:
+    task = await task_of(request)
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+    await response.prepare(request)
+    # A reconnecting browser waits this long (ms) before trying again.
+    await response.write(b"retry: 2000\n\n")
+    events = request.app[EVENTS].follow(
+        task["id"], request.headers.get("Last-Event-ID"), request.app[STORE], SSE_KEEPALIVE_S
+    )
+    try:
+        async for event in events:
+            if event is None:
+                await response.write(b": keep-alive\n\n")
+            else:
+                head = f"id: {event.id}\nevent: {event.kind}\ndata: ".encode()
+                await response.write(head + encode(task_view(event.task)) + b"\n\n")
+    except (ConnectionError, asyncio.CancelledError):
+        raise
+    except Exception:
+        # The status line is sent: an error response here would land inside the event stream.
+        # Ending the stream makes the client reconnect with its Last-Event-ID.
+        log.exception("event stream of task %s failed", task["id"])
+    await response.write_eof()
+    return response
+
+
+@routes.get("/api/tasks")
+@describe(
+    "Counts and a page of tasks, newest first",
+    {200: Reply("Counts and page.", TaskList), 422: Reply("Invalid limit, offset, before or status.")},
+    query=TaskListQuery,
+)
+async def list_tasks(request: web.Request) -> web.Response:
+    try:
+        query = parse_query(TaskListQuery, request.query)
+    except ContractError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
+    if query.before is not None and query.offset:
+        raise ApiError(422, "invalid_parameter", "before and offset cannot be combined")
+    store = request.app[STORE]
+    counts = await store.counts()
+    # Keyset paging: `before` is the cursor of the page's `next` link; its cost does not grow
+    # with depth the way a large offset's does. One row more tells whether a next page exists.
+    tasks = await store.page(query.status, query.limit + 1, query.offset, query.before)
+    next_link = None
+    if len(tasks) > query.limit:
+        tasks = tasks[: query.limit]
+        cursor = {"limit": query.limit, "status": query.status, "before": tasks[-1]["seq"]}
+        next_link = "/api/tasks?" + urllib.parse.urlencode({k: v for k, v in cursor.items() if v is not None})
+    total = counts.get(query.status, 0) if query.status else sum(counts.values())
+    page = TaskList(counts, total, query.limit, query.offset, next_link, [task_view(task) for task in tasks])
+    return json_response(page)

@@ -1,0 +1,1 @@
+"""Several hosts, one API: what exists only when hosts share a PostgreSQL database."""

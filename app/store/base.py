@@ -1,0 +1,201 @@
+"""The task store's interface: a repository of tasks and of the files they produced.
+
+A store is built for one node. Writes that belong to the host running a task (claiming it, its
+progress, completing it, requeuing at a restart) apply to that node's tasks only; a single host's
+store has no node and every task is its own. What exists only with several hosts (membership,
+leases, announcements) is the cluster's (app/cluster/), not the store's.
+
+Every method commits before returning. The methods that change a task as clients see it are
+written here once: each runs its store's implementation (the abstract `_` method), then tells the
+observers (events, the cluster's announcements) which tasks changed.
+"""
+
+import abc
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from app.store.records import ACTIVE, FileRecord, NewFile, NewTask, Status, TaskRecord
+
+STATUSES = tuple(Status)
+# The owner of tasks claimed by a store without a node: a single host.
+LOCAL_NODE = "local"
+# Columns a caller may change with update(); everything else changes through dedicated methods.
+UPDATABLE = frozenset(
+    {
+        "status",
+        "progress",
+        "downloaded_bytes",
+        "total_bytes",
+        "speed",
+        "eta",
+        "message",
+        "error",
+        "video_info",
+        "finished_at",
+    }
+)
+# The fields of a progress tick: an update of only these is no state change.
+PROGRESS_FIELDS = frozenset({"progress", "downloaded_bytes", "total_bytes", "speed", "eta", "message"})
+JSON_COLUMNS = ("options", "video_info")
+# SQL (the same in both stores) for the message of a task requeued after its owner's lease expired.
+EXPIRED_MESSAGE = "'requeued: host ' || owner || ' stopped renewing its lease'"
+# Rows of the next page start below this seq when no cursor is given.
+_NO_CURSOR = 2**63 - 1
+
+Observer = Callable[[list[TaskRecord]], Awaitable[None]]
+
+
+class QueueFullError(Exception):
+    """The queue already holds queue_limit waiting tasks."""
+
+
+class StoreConnectError(Exception):
+    """The database cannot be reached or refused us; the message names it without the password."""
+
+
+class TaskStore(abc.ABC):
+    # The parameter mark of the database driver.
+    MARK = "?"
+
+    def __init__(self, node: str | None) -> None:
+        self.node = node
+        self.owner = node or LOCAL_NODE  # what claim_next() records as the task's owner
+        self._observers: list[Observer] = []
+
+    def observe(self, observer: Observer) -> None:
+        """observer(tasks) after every change of tasks made through this store."""
+        self._observers.append(observer)
+
+    async def changed(self, task_ids: Iterable[str]) -> None:
+        """Tell the observers that these tasks changed (also for changes made outside the store's methods)."""
+        tasks = [task for task_id in task_ids if (task := await self.get(task_id)) is not None]
+        await self._tell(tasks)
+
+    async def _tell(self, tasks: list[TaskRecord]) -> None:
+        if tasks:
+            for observer in self._observers:
+                await observer(tasks)
+
+    def _owned(self, column: str = "owner") -> tuple[str, tuple[str, ...]]:
+        """The SQL condition (and its parameter) that scopes a write to this store's node."""
+        return ("", ()) if self.node is None else (f" AND {column} = {self.MARK}", (self.node,))
+
+    # Changes, each told to the observers.
+
+    async def create(self, task: NewTask, queue_limit: int) -> tuple[TaskRecord, bool]:
+        """Insert a queued task, or return the active task with the same dedupe_key.
+
+        Returns (task, created). Raises QueueFullError when queue_limit tasks already wait.
+        """
+        created, is_new = await self._create(task, queue_limit)
+        if is_new:
+            await self._tell([created])
+        return created, is_new
+
+    async def claim_next(self) -> TaskRecord | None:
+        """Move the oldest queued task to downloading, owned by this node (with its lease, when the
+        store has one), count the attempt, and return it. No two callers get the same task."""
+        task = await self._claim_next()
+        if task is not None:
+            await self._tell([task])
+        return task
+
+    async def update(self, task_id: str, fields: dict[str, Any], only_if: tuple[str, ...] = ACTIVE) -> bool:
+        """Change fields of any host's task if its status is in only_if; False when not."""
+        return await self._update_and_tell(task_id, fields, only_if, owned=False)
+
+    async def update_owned(self, task_id: str, fields: dict[str, Any], only_if: tuple[str, ...] = ACTIVE) -> bool:
+        """update(), only while this node owns the task."""
+        return await self._update_and_tell(task_id, fields, only_if, owned=True)
+
+    async def _update_and_tell(self, task_id: str, fields: dict[str, Any], only_if: tuple[str, ...], owned: bool):
+        unknown = set(fields) - UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        changed = await self._update(task_id, fields, only_if, owned)
+        if changed:
+            await self.changed([task_id])
+        return changed
+
+    async def complete(self, task_id: str, files: list[NewFile]) -> bool:
+        """Record the task's files and mark it completed in one step, if it is still running and
+        this node owns it. The files belong to the task's owner node."""
+        completed = await self._complete(task_id, files)
+        if completed:
+            await self.changed([task_id])
+        return completed
+
+    async def requeue_running(self, message: str, count_attempt: bool) -> list[str]:
+        """Put this node's downloading/processing tasks back to queued; returns their ids."""
+        task_ids = await self._requeue_running(message, count_attempt)
+        await self.changed(task_ids)
+        return task_ids
+
+    @abc.abstractmethod
+    async def _create(self, task: NewTask, queue_limit: int) -> tuple[TaskRecord, bool]: ...
+
+    @abc.abstractmethod
+    async def _claim_next(self) -> TaskRecord | None: ...
+
+    @abc.abstractmethod
+    async def _update(self, task_id: str, fields: dict[str, Any], only_if: tuple[str, ...], owned: bool) -> bool: ...
+
+    @abc.abstractmethod
+    async def _complete(self, task_id: str, files: list[NewFile]) -> bool: ...
+
+    @abc.abstractmethod
+    async def _requeue_running(self, message: str, count_attempt: bool) -> list[str]: ...
+
+    # Reads, and writes no client sees as a task change.
+
+    @abc.abstractmethod
+    async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """The rows of a query, as dicts (JSON columns decoded)."""
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        rows = await self._rows(f"SELECT * FROM tasks WHERE id = {self.MARK}", (task_id,))
+        return rows[0] if rows else None  # type: ignore[return-value]
+
+    async def page(self, status: str | None, limit: int, offset: int, before: int | None = None) -> list[TaskRecord]:
+        """Newest first; with before, only tasks older than the task whose seq it is."""
+        mark = self.MARK
+        conditions, params = [f"seq < {mark}"], [_NO_CURSOR if before is None else before]
+        if status is not None:
+            conditions.append(f"status = {mark}")
+            params.append(status)
+        sql = f"SELECT * FROM tasks WHERE {' AND '.join(conditions)} ORDER BY seq DESC LIMIT {mark} OFFSET {mark}"
+        return await self._rows(sql, (*params, limit, offset))  # type: ignore[return-value]
+
+    @abc.abstractmethod
+    async def counts(self) -> dict[str, int]:
+        """Number of tasks in each status."""
+
+    async def get_file(self, file_id: str) -> FileRecord | None:
+        rows = await self._rows(f"SELECT * FROM files WHERE id = {self.MARK}", (file_id,))
+        return rows[0] if rows else None  # type: ignore[return-value]
+
+    async def task_files(self, task_id: str) -> list[FileRecord]:
+        return await self._rows(f"SELECT * FROM files WHERE task_id = {self.MARK}", (task_id,))  # type: ignore[return-value]
+
+    async def live_files(self) -> list[FileRecord]:
+        """This node's files not yet removed, oldest first."""
+        owned, owner = self._owned("node")
+        sql = f"SELECT * FROM files WHERE removed_at IS NULL{owned} ORDER BY created_at, id"
+        return await self._rows(sql, owner)  # type: ignore[return-value]
+
+    async def live_bytes(self, every_node: bool = False) -> tuple[int, int]:
+        """(number, total size) of this node's files not yet removed; of every node's with every_node."""
+        owned, owner = ("", ()) if every_node else self._owned("node")
+        sql = f"SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS size FROM files WHERE removed_at IS NULL{owned}"
+        row = (await self._rows(sql, owner))[0]
+        return int(row["n"]), int(row["size"])
+
+    @abc.abstractmethod
+    async def mark_files_removed(self, file_ids: list[str], reason: str) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise if the store does not answer."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...

@@ -1,0 +1,323 @@
+"""PostgresTaskStore: the task store shared by several hosts, on PostgreSQL with psycopg 3.
+
+The same contract as SQLiteTaskStore (app/store/base.py has it). What differs, and why:
+- claim_next takes the oldest queued task with SELECT ... FOR UPDATE SKIP LOCKED and updates it in
+  the same statement, so concurrent claimers on any host skip each other's rows instead of waiting.
+- Counts by status are delta rows written by a trigger (+1/-1 per change) and summed on read, not
+  one counter row per status: a counter row would be locked by every status change until its
+  transaction commits, serialising all hosts' claims, and two opposite moves (queued -> downloading,
+  downloading -> queued) taking the two rows in opposite orders could deadlock. Deltas are folded
+  into one row per status once there are more than _FOLD_AT of them.
+- create() is serialised by a transaction-level advisory lock, so the queue limit and dedupe
+  hold for concurrent creates on every host (the partial unique index stays the last word on dedupe).
+- Migrations run under another advisory lock: hosts starting at once apply each one exactly once.
+"""
+
+import re
+import time
+import urllib.parse
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from app.store.base import JSON_COLUMNS, STATUSES, QueueFullError, StoreConnectError, TaskStore
+from app.store.records import NewFile, NewTask, TaskRecord
+
+# Advisory lock keys (per database): arbitrary constants that no other application is likely to use.
+_MIGRATION_LOCK = 0x76696431  # "vid1"
+_CREATE_LOCK = 0x76696432  # "vid2"
+_FOLD_AT = 256
+# LISTEN/NOTIFY channel of task changes: payload "<node> <task id>".
+_CHANNEL = "video_api_tasks"
+_RELISTEN_S = 1.0
+# Literal IN lists, not = ANY(%s): only a literal predicate lets the planner use the partial indexes.
+ACTIVE_SQL = "status IN ('queued', 'downloading', 'processing')"
+RUNNING_SQL = "status IN ('downloading', 'processing')"
+
+# Ordered schema migrations, applied once each and recorded in schema_version. Each one must work
+# with the previous release's code, which may still run against the same database (rolling update).
+_MIGRATIONS = (
+    """
+CREATE TABLE tasks (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    url TEXT NOT NULL,
+    options JSONB NOT NULL,
+    dedupe_key TEXT NOT NULL,
+    status TEXT NOT NULL
+        CHECK (status IN ('queued', 'downloading', 'processing', 'completed', 'failed', 'cancelled')),
+    progress DOUBLE PRECISION NOT NULL DEFAULT 0,
+    downloaded_bytes BIGINT,
+    total_bytes BIGINT,
+    speed DOUBLE PRECISION,
+    eta DOUBLE PRECISION,
+    message TEXT NOT NULL DEFAULT '',
+    error TEXT,
+    video_info JSONB,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    video_file_id TEXT,
+    audio_file_id TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    started_at DOUBLE PRECISION,
+    finished_at DOUBLE PRECISION,
+    owner TEXT,
+    lease_until DOUBLE PRECISION
+);
+CREATE INDEX tasks_status_seq ON tasks (status, seq);
+-- At most one active task per URL+options, across every host.
+CREATE UNIQUE INDEX tasks_active_dedupe ON tasks (dedupe_key)
+    WHERE status IN ('queued', 'downloading', 'processing');
+CREATE INDEX tasks_running_lease ON tasks (lease_until) WHERE status IN ('downloading', 'processing');
+
+CREATE TABLE task_counts (status TEXT NOT NULL, n BIGINT NOT NULL);
+CREATE INDEX task_counts_status ON task_counts (status);
+CREATE FUNCTION tasks_count() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        INSERT INTO task_counts (status, n) VALUES (OLD.status, -1);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        INSERT INTO task_counts (status, n) VALUES (NEW.status, 1);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER tasks_count_insert_delete AFTER INSERT OR DELETE ON tasks
+    FOR EACH ROW EXECUTE FUNCTION tasks_count();
+CREATE TRIGGER tasks_count_update AFTER UPDATE OF status ON tasks
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION tasks_count();
+
+CREATE TABLE files (
+    id TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL REFERENCES tasks (id),
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    removed_at DOUBLE PRECISION,
+    removed_reason TEXT,
+    node TEXT
+);
+CREATE INDEX files_task ON files (task_id);
+CREATE INDEX files_live ON files (created_at) WHERE removed_at IS NULL;
+CREATE INDEX files_node_live ON files (node, created_at) WHERE removed_at IS NULL;
+
+CREATE TABLE nodes (node TEXT PRIMARY KEY, url TEXT NOT NULL, last_seen DOUBLE PRECISION NOT NULL);
+""",
+)
+
+_FOLD_COUNTS = """
+WITH folded AS (DELETE FROM task_counts RETURNING status, n)
+INSERT INTO task_counts (status, n) SELECT status, SUM(n) FROM folded GROUP BY status
+"""
+
+
+def redact_url(url: str) -> str:
+    """The database URL with its password (in the user part or ?password=) replaced by ***."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = re.sub(r"^([^@/]*?):[^@/]*@", r"\1:***@", parts.netloc)
+    query = re.sub(r"(^|&)password=[^&]*", r"\1password=***", parts.query)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def scrub(text: str, url: str) -> str:
+    """text with every form of the URL's password removed (libpq quotes none, but be sure)."""
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except psycopg.Error:
+        password = None
+    text = text.replace(url, redact_url(url))
+    for secret in {password, password and urllib.parse.quote(password, safe="")} - {None, ""}:
+        text = text.replace(secret, "***")
+    return text
+
+
+class PostgresTaskStore(TaskStore):
+    """A small pool of autocommit connections: a read is one round trip, a multi-statement write
+    an explicit transaction. Open with `await PostgresTaskStore.connect(url, node, lease_s)`;
+    a task this node claims has a lease of lease_s (None: no expiry) that the cluster renews."""
+
+    MARK = "%s"
+
+    def __init__(self, url: str, pool: AsyncConnectionPool, node: str | None, lease_s: float | None) -> None:
+        super().__init__(node)
+        self.url = url
+        self.pool = pool
+        self._lease_s = lease_s
+
+    def __repr__(self) -> str:
+        return f"PostgresTaskStore({redact_url(self.url)!r})"
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        node: str | None = None,
+        lease_s: float | None = None,
+        pool_size: int = 4,
+        timeout_s: float = 10.0,
+    ) -> "PostgresTaskStore":
+        """Connect, apply pending migrations and open the pool. Raises StoreConnectError."""
+        try:
+            params = conninfo_to_dict(url)
+            extra = {"connect_timeout": round(timeout_s), "application_name": "video-download-api"}
+            conninfo = make_conninfo(url, **{k: v for k, v in extra.items() if k not in params})
+            # One connection of its own first: its error says why (the pool's would only time out).
+            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                await _migrate(conn)
+            # timeout: a call waits that long at most for a connection (health answers while the database is away).
+            pool = AsyncConnectionPool(
+                conninfo,
+                min_size=1,
+                max_size=pool_size,
+                open=False,
+                name="tasks",
+                timeout=timeout_s,
+                kwargs={"autocommit": True, "row_factory": dict_row},
+            )
+            await pool.open(wait=True, timeout=timeout_s)
+        except psycopg.Error as exc:
+            raise StoreConnectError(f"task database {redact_url(url)}: {scrub(str(exc), url)}") from None
+        return cls(url, pool, node, lease_s)
+
+    async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        async with self.pool.connection() as conn:
+            return await (await conn.execute(sql, params)).fetchall()  # type: ignore[return-value]
+
+    async def _ids(self, sql: str, params: tuple[Any, ...] = ()) -> list[str]:
+        return [row["id"] for row in await self._rows(sql, params)]
+
+    async def _create(self, task: NewTask, queue_limit: int) -> tuple[TaskRecord, bool]:
+        now = time.time()
+        async with self.pool.connection() as conn:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
+                cursor = await conn.execute(
+                    f"SELECT * FROM tasks WHERE dedupe_key = %s AND {ACTIVE_SQL}", (task["dedupe_key"],)
+                )
+                existing = await cursor.fetchone()
+                if existing is not None:
+                    return existing, False
+                cursor = await conn.execute(
+                    "SELECT COALESCE(SUM(n), 0) AS queued, COUNT(*) AS deltas FROM task_counts WHERE status = 'queued'"
+                )
+                counted = await cursor.fetchone()
+                if counted["queued"] >= queue_limit:
+                    raise QueueFullError(counted["queued"])
+                cursor = await conn.execute(
+                    "INSERT INTO tasks (id, url, options, dedupe_key, status, message, created_at, updated_at)"
+                    " VALUES (%s, %s, %s, %s, 'queued', %s, %s, %s) RETURNING *",
+                    (
+                        task["id"],
+                        task["url"],
+                        Jsonb(task["options"]),
+                        task["dedupe_key"],
+                        task.get("message", ""),
+                        now,
+                        now,
+                    ),
+                )
+                created = await cursor.fetchone()
+            if counted["deltas"] > _FOLD_AT:
+                await conn.execute(_FOLD_COUNTS)
+        return created, True
+
+    async def counts(self) -> dict[str, int]:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT status, SUM(n) AS n, COUNT(*) AS deltas FROM task_counts GROUP BY status"
+            )
+            rows = await cursor.fetchall()
+            if sum(row["deltas"] for row in rows) > _FOLD_AT:
+                await conn.execute(_FOLD_COUNTS)
+        return dict.fromkeys(STATUSES, 0) | {row["status"]: int(row["n"]) for row in rows}
+
+    async def _claim_next(self) -> TaskRecord | None:
+        now = time.time()
+        lease_until = None if self._lease_s is None else now + self._lease_s
+        rows = await self._rows(
+            "WITH next AS (SELECT seq FROM tasks WHERE status = 'queued' ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)"
+            " UPDATE tasks SET status = 'downloading', owner = %s, lease_until = %s, attempts = attempts + 1,"
+            " started_at = %s, updated_at = %s FROM next WHERE tasks.seq = next.seq RETURNING tasks.*",
+            (self.owner, lease_until, now, now),
+        )
+        return rows[0] if rows else None  # type: ignore[return-value]
+
+    async def _update(self, task_id: str, fields: dict[str, Any], only_if: tuple[str, ...], owned: bool) -> bool:
+        values = [Jsonb(v) if k in JSON_COLUMNS and v is not None else v for k, v in fields.items()]
+        assignments = ", ".join(f"{column} = %s" for column in fields)
+        scope, owner = self._owned() if owned else ("", ())
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                f"UPDATE tasks SET {assignments}, updated_at = %s WHERE id = %s AND status = ANY(%s){scope}",
+                (*values, time.time(), task_id, list(only_if), *owner),
+            )
+            return cursor.rowcount == 1
+
+    async def _complete(self, task_id: str, files: list[NewFile]) -> bool:
+        now = time.time()
+        file_ids = {file["kind"]: file["id"] for file in files}
+        owned, owner = self._owned()
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "UPDATE tasks SET status = 'completed', progress = 100, message = 'completed', error = NULL,"
+                " video_file_id = %s, audio_file_id = %s, finished_at = %s, updated_at = %s"
+                f" WHERE id = %s AND {RUNNING_SQL}{owned} RETURNING owner",
+                (file_ids.get("video"), file_ids.get("audio"), now, now, task_id, *owner),
+            )
+            completed = await cursor.fetchone()
+            if completed is None:
+                return False
+            async with conn.cursor() as cursor:
+                await cursor.executemany(
+                    "INSERT INTO files (id, task_id, kind, path, name, size, created_at, node)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    [
+                        (f["id"], task_id, f["kind"], f["path"], f["name"], f["size"], now, completed["owner"])
+                        for f in files
+                    ],
+                )
+        return True
+
+    async def _requeue_running(self, message: str, count_attempt: bool) -> list[str]:
+        attempts = "attempts" if count_attempt else "GREATEST(attempts - 1, 0)"
+        owned, owner = self._owned()
+        return await self._ids(
+            f"WITH mine AS (SELECT seq FROM tasks WHERE {RUNNING_SQL}{owned} ORDER BY seq FOR UPDATE)"
+            f" UPDATE tasks SET status = 'queued', attempts = {attempts}, lease_until = NULL, message = %s,"
+            " speed = NULL, eta = NULL, updated_at = %s FROM mine WHERE tasks.seq = mine.seq RETURNING tasks.id",
+            (*owner, message, time.time()),
+        )
+
+    async def mark_files_removed(self, file_ids: list[str], reason: str) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE files SET removed_at = %s, removed_reason = %s WHERE id = ANY(%s) AND removed_at IS NULL",
+                (time.time(), reason, file_ids),
+            )
+
+    async def ping(self) -> None:
+        await self._rows("SELECT 1")
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+async def _migrate(conn: psycopg.AsyncConnection) -> None:
+    async with conn.transaction():
+        # Taken before anything else, so a second host waits here, then finds the work done.
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
+            " applied_at DOUBLE PRECISION NOT NULL)"
+        )
+        applied = {row[0] for row in await (await conn.execute("SELECT version FROM schema_version")).fetchall()}
+        for version, script in enumerate(_MIGRATIONS, 1):
+            if version not in applied:
+                await conn.execute(script)
+                await conn.execute("INSERT INTO schema_version VALUES (%s, %s)", (version, time.time()))

@@ -1,0 +1,81 @@
+"""Typed records: what the task store holds, with statuses as an enum.
+
+Records stay plain dicts at run time (they come from and go to the database as they are); the
+types say which keys each one has.
+"""
+
+import enum
+from typing import Any, Literal, TypedDict
+
+
+class Status(enum.StrEnum):
+    QUEUED = "queued"
+    DOWNLOADING = "downloading"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE = (Status.QUEUED, Status.DOWNLOADING, Status.PROCESSING)
+RUNNING = (Status.DOWNLOADING, Status.PROCESSING)
+FINISHED = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+
+class TaskRecord(TypedDict):
+    seq: int
+    id: str
+    url: str
+    options: dict[str, Any]
+    dedupe_key: str
+    status: Status
+    progress: float
+    downloaded_bytes: int | None
+    total_bytes: int | None
+    speed: float | None
+    eta: float | None
+    message: str
+    error: str | None
+    video_info: dict[str, Any] | None
+    attempts: int
+    video_file_id: str | None
+    audio_file_id: str | None
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    owner: str | None
+    lease_until: float | None
+
+
+class FileRecord(TypedDict):
+    id: str
+    task_id: str
+    kind: Literal["video", "audio"]
+    path: str  # relative to the media folder
+    name: str  # the file name a client saves it under
+    size: int
+    created_at: float
+    removed_at: float | None
+    removed_reason: str | None
+    node: str | None
+
+
+class NewTask(TypedDict):
+    """What create() takes; the store adds the rest of a TaskRecord."""
+
+    id: str
+    url: str
+    options: dict[str, Any]
+    dedupe_key: str
+    message: str
+
+
+class NewFile(TypedDict):
+    """What complete() takes for each file; the store adds the owner node and times."""
+
+    id: str
+    kind: Literal["video", "audio"]
+    path: str
+    name: str
+    size: int

@@ -1,0 +1,343 @@
+"""The download itself, run inside a worker process: yt-dlp's Python API, then FFmpeg.
+
+The fork server preloads this module, so each worker starts with yt-dlp already imported.
+Never import it in the service's main process.
+"""
+
+import gc
+import logging
+import re
+import time
+import urllib.error
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import yt_dlp
+import yt_dlp.downloader.external
+import yt_dlp.downloader.hls
+import yt_dlp.downloader.http
+import yt_dlp.extractor
+import yt_dlp.extractor.generic
+import yt_dlp.networking._urllib
+import yt_dlp.postprocessor
+import yt_dlp.postprocessor.ffmpeg
+from yt_dlp.networking.exceptions import CertificateVerifyError, HTTPError, TransportError
+from yt_dlp.utils import DownloadError
+
+from app.tasks import address_guard, media
+from app.tasks.messages import Done, Processing, ProducedFile, Progress, Report, Retrying, RunSpec
+from app.tasks.retry import TRANSIENT_HTTP_STATUSES, backoff_s
+
+ReportTo = Callable[[Report], None]
+
+PROGRESS_INTERVAL_S = 0.25
+_RETRIES_EXHAUSTED = re.compile(r"Giving up after \d+ (?:fragment )?retries")
+log = logging.getLogger(__name__)
+
+
+class TaskError(Exception):
+    """The task failed for a reason worth showing to the client as it is."""
+
+
+class FileTooLargeError(TaskError):
+    def __init__(self, max_filesize: int):
+        limit_mb = max_filesize // (1024 * 1024)
+        super().__init__(f"file is larger than the limit of {limit_mb} MB (VIDEO_API_MAX_FILESIZE_MB)")
+
+
+def _refuse_ffmpeg_download(self, *args, **kwargs):
+    # The socket guard cannot see FFmpeg's connections, so FFmpeg never downloads.
+    raise TaskError("this media needs FFmpeg to fetch it from the network, which the service does not allow")
+
+
+yt_dlp.downloader.external.FFmpegFD._call_downloader = _refuse_ffmpeg_download
+_follow_redirect = yt_dlp.networking._urllib.RedirectHandler.redirect_request
+
+
+def _refuse_other_schemes(self, req, fp, code, msg, headers, newurl):
+    # urllib follows redirects to ftp:// too, and the socket guard checks addresses, not schemes.
+    try:
+        address_guard.check_url_syntax(newurl)
+    except address_guard.BlockedAddressError as exc:
+        address_guard.refused.append(f"redirect refused: {exc}")
+        raise urllib.error.URLError(exc) from None
+    return _follow_redirect(self, req, fp, code, msg, headers, newurl)
+
+
+yt_dlp.networking._urllib.RedirectHandler.redirect_request = _refuse_other_schemes
+
+
+def _warm_up() -> None:
+    """Do once in the fork server what every task would otherwise repeat: yt-dlp matches a URL
+    against ~1,900 extractor patterns, compiling each on first use (about 0.3 s of CPU)."""
+    for extractor in yt_dlp.extractor.gen_extractor_classes():
+        extractor.suitable("http://127.0.0.1/warm-up")
+    yt_dlp.YoutubeDL({"quiet": True, "cachedir": False}).close()
+
+
+_warm_up()
+# Everything imported so far lives as long as the fork server: kept out of the collector, its pages
+# are not written by any worker's garbage collection, so they stay shared instead of copied per worker.
+gc.freeze()
+
+
+class _Logger:
+    """yt-dlp's messages as plain log lines; remembers why a download was skipped."""
+
+    def __init__(self, task_id: str):
+        self.task_id = task_id
+        self.skip_reason = None
+
+    def debug(self, message: str) -> None:
+        if "max-filesize" in message:
+            self.skip_reason = message
+        log.debug("task %s yt-dlp: %s", self.task_id, message)
+
+    def info(self, message: str) -> None:
+        self.debug(message)
+
+    def warning(self, message: str) -> None:
+        log.warning("task %s yt-dlp: %s", self.task_id, message)
+
+    def error(self, message: str) -> None:
+        log.error("task %s yt-dlp: %s", self.task_id, message)
+
+
+class _Progress(yt_dlp.postprocessor.PostProcessor):
+    """Turns yt-dlp progress hooks into throttled progress reports over all files of a task.
+
+    As a 'before_dl' post-processor it learns how many files (video, audio) the download has,
+    so progress rises once from 0 to 100 instead of restarting for each file.
+    """
+
+    def __init__(self, report: ReportTo, max_filesize: int) -> None:
+        super().__init__()
+        self.report = report
+        self.max_filesize = max_filesize
+        self.parts = 1
+        self.finished_parts = 0
+        self.finished_bytes = 0
+        self.last_sent = 0.0
+        self.progress = 0.0
+
+    def run(self, info: dict):
+        self.parts = len(info.get("requested_formats") or ()) or 1
+        return [], info
+
+    def hook(self, d: dict) -> None:
+        downloaded = d.get("downloaded_bytes") or 0
+        total = d.get("total_bytes") or d.get("total_bytes_estimate")
+        # total_bytes is exact (Content-Length); an estimate alone must not fail a download.
+        if max(downloaded, d.get("total_bytes") or 0) > self.max_filesize:
+            raise FileTooLargeError(self.max_filesize)
+        now = time.monotonic()
+        if d["status"] == "finished":
+            self.finished_parts += 1
+            self.finished_bytes += downloaded or total or 0
+            downloaded, total, part_share = 0, None, 0.0
+        elif now - self.last_sent < PROGRESS_INTERVAL_S:
+            return
+        else:
+            part_share = downloaded / total if total else 0.0
+        self.last_sent = now
+        # Never backwards; 100 is kept for "completed", after the files are checked.
+        share = (min(self.finished_parts, self.parts) + min(part_share, 1.0)) / self.parts
+        self.progress = max(self.progress, min(99.9, 100.0 * share))
+        self.report(
+            Progress(
+                progress=round(self.progress, 1),
+                downloaded_bytes=self.finished_bytes + downloaded,
+                total_bytes=self.finished_bytes + total if total else None,
+                speed=d.get("speed"),
+                eta=d.get("eta"),
+            )
+        )
+
+
+def _format_selector(quality: str, with_video: bool) -> str:
+    if not with_video:
+        return "ba/b"
+    if quality == "best":
+        return "bv*+ba/b"
+    return f"bv*[height<={quality}]+ba/b[height<={quality}]/wv*+ba/w"
+
+
+def _display_name(title: str, suffix: str) -> str:
+    name = re.sub(r"[\x00-\x1f/\\]", "_", title).strip(" .") or "download"
+    return name[:150] + suffix
+
+
+def _video_info(info: dict) -> dict:
+    keys = (
+        "title",
+        "duration",
+        "uploader",
+        "extractor",
+        "webpage_url",
+        "width",
+        "height",
+        "ext",
+        "format_id",
+        "vcodec",
+        "acodec",
+        "filesize",
+        "upload_date",
+    )
+    return {key: info.get(key) for key in keys if info.get(key) is not None}
+
+
+def download(spec: RunSpec, report: ReportTo) -> Done:
+    """Download spec.url into spec.task_dir and produce the files the options ask for."""
+    task_dir = Path(spec.task_dir)
+    task_dir.mkdir(parents=True, exist_ok=True)
+    progress = _Progress(report, spec.max_filesize)
+    logger = _Logger(spec.task_id)
+    started = time.monotonic()
+    info = _fetch_with_retry(spec, _params(spec, task_dir, progress, logger, report), progress, report)
+    video_path = _downloaded_file(spec, info, logger)
+    return _produce_files(spec, info, video_path, time.monotonic() - started, report)
+
+
+def _params(spec: RunSpec, task_dir: Path, progress: _Progress, logger: _Logger, report: ReportTo) -> dict[str, Any]:
+    """yt-dlp's options for this task: one item, no proxies, no external downloaders, no live streams."""
+
+    def postprocessor_hook(d: dict[str, Any]) -> None:
+        if d["status"] == "started" and d.get("postprocessor") != _Progress.pp_key():
+            report(Processing(f"post-processing ({d.get('postprocessor')})"))
+
+    return {
+        "format": _format_selector(spec.options.video_quality, spec.options.keep_video),
+        "outtmpl": {"default": "video.%(ext)s"},
+        "paths": {"home": str(task_dir), "temp": str(task_dir)},
+        "merge_output_format": "mp4/mkv",
+        "noplaylist": True,
+        "playlist_items": "1",
+        "cachedir": False,
+        "color": {"stdout": "no_color", "stderr": "no_color"},
+        "noprogress": True,
+        "quiet": True,
+        "logger": logger,
+        "continuedl": True,
+        "overwrites": False,
+        "max_filesize": spec.max_filesize,
+        "proxy": "",  # direct connections only: proxies from the environment are ignored
+        # yt-dlp's urllib handler whether or not `requests` is installed: one HTTP client, whose
+        # redirects are checked above.
+        "compat_opts": {"prefer-legacy-http-handler"},
+        "external_downloader": {"default": "native"},
+        "match_filter": yt_dlp.match_filter_func("!is_live"),
+        "socket_timeout": 30,
+        "retries": 5,
+        "fragment_retries": 5,
+        "progress_hooks": [progress.hook],
+        "postprocessor_hooks": [postprocessor_hook],
+        "updatetime": False,
+    }
+
+
+def _fetch_with_retry(spec: RunSpec, params: dict[str, Any], progress: _Progress, report: ReportTo) -> Any:
+    """yt-dlp's info of the downloaded item, after up to spec.download_attempts tries of transient errors."""
+    attempts = spec.download_attempts
+    for attempt in range(1, attempts + 1):
+        try:
+            with yt_dlp.YoutubeDL(params) as ydl:
+                ydl.add_post_processor(progress, when="before_dl")
+                info = ydl.extract_info(spec.url, download=True)
+            break
+        except DownloadError as exc:
+            message = _clean_error(str(exc))
+            if attempt == attempts or not is_transient(exc):
+                raise TaskError(message) from None
+            wait = backoff_s(spec.retry_delay_s, attempt)
+            report(Retrying(f"transient error, retry {attempt} of {attempts - 1} in {wait:g} s: {message}"))
+            # A retry resumes the .part file (continuedl), it does not start over.
+            time.sleep(wait)
+    if info and info.get("_type") == "playlist":
+        info = next(iter(info.get("entries") or []), None)
+    return info
+
+
+def _downloaded_file(spec: RunSpec, info: Any, logger: _Logger) -> Path:
+    """The file yt-dlp wrote, or the reason there is none."""
+    downloads = (info or {}).get("requested_downloads") or []
+    if not downloads or not Path(downloads[0].get("filepath") or "").is_file():
+        if logger.skip_reason:
+            raise FileTooLargeError(spec.max_filesize)
+        if info and info.get("is_live"):
+            raise TaskError("live streams are not supported")
+        raise TaskError("yt-dlp produced no file")
+    video_path = Path(downloads[0]["filepath"])
+    if video_path.stat().st_size > spec.max_filesize:
+        raise FileTooLargeError(spec.max_filesize)
+    return video_path
+
+
+def _produce_files(spec: RunSpec, info: Any, video_path: Path, download_s: float, report: ReportTo) -> Done:
+    """The audio extracted when asked, the video checked (or removed when not kept)."""
+    options, task_dir = spec.options, video_path.parent
+    report(Processing("checking files", _video_info(info)))
+    title = info.get("title") or "download"
+    files = []
+    extract_s = None
+    if options.extract_audio:
+        report(Processing(f"extracting audio ({options.audio_format})"))
+        audio_path = task_dir / f"audio.{options.audio_format}"
+        try:
+            extract_started = time.monotonic()
+            media.extract_audio(video_path, audio_path, options.audio_format, options.audio_bitrate)
+            extract_s = time.monotonic() - extract_started
+            media.verify(audio_path, "audio")
+        except media.MediaError as exc:
+            raise TaskError(str(exc)) from None
+        files.append(_produced("audio", audio_path, title))
+    if options.keep_video:
+        try:
+            media.verify(video_path, "video")
+        except media.MediaError as exc:
+            raise TaskError(str(exc)) from None
+        files.append(_produced("video", video_path, title))
+    else:
+        video_path.unlink()
+    return Done(files, _video_info(info), download_s, extract_s)
+
+
+def _produced(kind: Literal["video", "audio"], path: Path, title: str) -> ProducedFile:
+    return ProducedFile(kind, path.name, _display_name(title, path.suffix), path.stat().st_size)
+
+
+def is_transient(error: BaseException) -> bool:
+    """True when a failed download is worth trying again: connection reset or refused, timeouts,
+    bodies cut short, HTTP 5xx/408/429. Refused addresses, TLS certificate errors, other HTTP errors (404, 403),
+    unsupported URLs and size limits are final."""
+    if address_guard.refused:
+        return False
+    pending, seen = [error], set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, TaskError | address_guard.BlockedAddressError | CertificateVerifyError):
+            return False
+        if isinstance(current, HTTPError):
+            return current.status in TRANSIENT_HTTP_STATUSES
+        if isinstance(current, TransportError | TimeoutError | ConnectionError):
+            return True
+        # yt-dlp's downloaders retry only transient failures (bodies cut short, resets, timeouts);
+        # when their retries run out the error carries no cause, only this wording.
+        if isinstance(current, DownloadError) and _RETRIES_EXHAUSTED.search(str(current)):
+            return True
+        # yt-dlp keeps the original exception in exc_info (DownloadError, ExtractorError) or cause.
+        exc_info = getattr(current, "exc_info", None)
+        pending += [
+            exc_info[1] if exc_info else None,
+            getattr(current, "cause", None),
+            current.__cause__,
+            current.__context__,
+        ]
+    return False
+
+
+def _clean_error(message: str) -> str:
+    return re.sub(r"^ERROR:\s*", "", message).strip()

@@ -1,0 +1,374 @@
+"""Runs tasks: FIFO from the store, at most max_concurrent worker processes, cancel, resume.
+
+Workers are forked from a fork server that has yt-dlp imported already, so a task pays neither
+the interpreter's nor yt-dlp's start-up, and yt-dlp never runs in this (the main) process.
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import shutil
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from app.metrics import Metrics
+from app.settings import Settings
+from app.store.base import TaskStore
+from app.store.records import ACTIVE, RUNNING, NewFile, NewTask, TaskRecord
+from app.tasks import worker
+from app.tasks.messages import Done, DownloadOptions, Failed, Processing, Progress, Report, Retrying, RunSpec
+from app.tasks.retention import Retention
+
+# A task whose worker dies (or whose service dies under it) this many times fails for good.
+MAX_ATTEMPTS = 3
+SHUTDOWN_WAIT_S = 5.0
+# A download of unknown size makes room again each time it has grown by this much.
+RESERVE_STEP_BYTES = 1024 * 1024
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Running:
+    task: TaskRecord
+    process: BaseProcess
+    conn: Connection
+    exited: asyncio.Future[int | None]
+    ended: bool = False  # a final report arrived, or the service cancelled or stopped the task
+    status: str = "downloading"
+    # Bytes this download will take in the media folder: an estimate at start, then its known size.
+    reserved: int = 0
+    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+def dedupe_key(url: str, options: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps([url, options], sort_keys=True).encode()).hexdigest()
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        # Not yet its own group leader (killed before os.setsid()): kill the process itself.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+class Manager:
+    """This host's workers. Its store is scoped to this host (app/store/base.py): the tasks it
+    claims, reports on and requeues are its own."""
+
+    def __init__(self, settings: Settings, store: TaskStore, metrics: Metrics, retention: Retention) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.retention = retention
+        self._running: dict[str, _Running] = {}
+        # Every worker process ever started, appended by the starting thread itself: a start that
+        # outlives a cancelled scheduler is still found (and killed) at shutdown.
+        self._started: list[BaseProcess] = []
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._scheduler: asyncio.Task[None] | None = None
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(["app.tasks.downloader"])
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    def running_ids(self) -> list[str]:
+        return list(self._running)
+
+    def wake(self) -> None:
+        """Look for queued work now (a task was requeued, a worker freed)."""
+        self._wakeup.set()
+
+    def task_dir(self, task_id: str) -> Path:
+        return self.settings.media_dir / task_id
+
+    async def start(self) -> None:
+        self.settings.media_dir.mkdir(parents=True, exist_ok=True)
+        resumed = await self.store.requeue_running("resuming after restart", count_attempt=True)
+        for task_id in resumed:
+            log.info("task %s running -> queued (service restarted; resumes)", task_id)
+        # Start the fork server now, so the first task does not wait for its imports.
+        await asyncio.to_thread(multiprocessing.forkserver.ensure_running)
+        self._scheduler = asyncio.create_task(self._schedule())
+        self._wakeup.set()
+
+    async def submit(self, url: str, options: dict[str, Any]) -> tuple[TaskRecord, bool]:
+        """Queue a task, or return the active one for the same URL and options."""
+        new = NewTask(
+            id=uuid.uuid4().hex,
+            url=url,
+            options=options,
+            dedupe_key=dedupe_key(url, options),
+            message="waiting for a free worker",
+        )
+        task, created = await self.store.create(new, self.settings.queue_limit)
+        if created:
+            log.info("task %s -> queued (%s)", task["id"], url)
+            self._wakeup.set()
+        return task, created
+
+    async def cancel(self, task: TaskRecord) -> TaskRecord | None:
+        """Stop the task if it is active and delete its files; returns the task as it is now."""
+        task_id = task["id"]
+        if task["status"] in ACTIVE:
+            fields = {
+                "status": "cancelled",
+                "message": "cancelled",
+                "finished_at": time.time(),
+                "speed": None,
+                "eta": None,
+            }
+            if await self.store.update(task_id, fields):
+                log.info("task %s %s -> cancelled", task_id, task["status"])
+                self.metrics.task_finished("cancelled")
+        running = self._running.get(task_id)
+        if running is not None:
+            running.ended = True
+            _kill_group(running.process.pid)
+            await asyncio.shield(running.exited)
+        await self._delete_files(task_id, "deleted with the task")
+        return await self.store.get(task_id)
+
+    async def shutdown(self) -> None:
+        """Kill all workers and leave their tasks queued, to resume on the next start."""
+        self._stopping = True
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+        for running in list(self._running.values()):
+            running.ended = True
+        self.kill_workers()
+        exits = [asyncio.shield(r.exited) for r in self._running.values()]
+        if exits:
+            await asyncio.wait(exits, timeout=SHUTDOWN_WAIT_S)
+        requeued = await self.store.requeue_running(
+            "interrupted by service shutdown; resumes on next start", count_attempt=False
+        )
+        for task_id in requeued:
+            log.info("task %s running -> queued (service stopping; resumes on next start)", task_id)
+
+    def kill_workers(self) -> None:
+        """Kill the process group of every worker still alive. Safe from any thread."""
+        for process in list(self._started):
+            if process.exitcode is None:
+                _kill_group(process.pid)
+
+    def _start_process(self, process: BaseProcess) -> None:
+        """Runs in a thread. A stop that began meanwhile kills the new worker at once: the
+        scheduler awaiting this may have been cancelled, and nobody else would know the process."""
+        process.start()
+        self._started.append(process)
+        if self._stopping:
+            _kill_group(process.pid)
+
+    async def _delete_files(self, task_id: str, reason: str) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.task_dir(task_id), ignore_errors=True)
+        files = await self.store.task_files(task_id)
+        await self.store.mark_files_removed([f["id"] for f in files if f["removed_at"] is None], reason)
+
+    async def _schedule(self) -> None:
+        while not self._stopping:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while not self._stopping and len(self._running) < self.settings.max_concurrent:
+                # The storage cap holds while downloads run: room for this one (its likely size)
+                # is made before it starts; one that does not fit waits for a running one to end.
+                estimate = await self._size_estimate()
+                if not await self.retention.make_room(self._reserved() + estimate) and self._running:
+                    break
+                task = await self.store.claim_next()
+                if task is None:
+                    break
+                if task["attempts"] > MAX_ATTEMPTS:
+                    await self._fail(task["id"], f"gave up after {MAX_ATTEMPTS} attempts that did not finish")
+                    continue
+                log.info("task %s queued -> downloading (attempt %d)", task["id"], task["attempts"])
+                try:
+                    await self._start_worker(task, estimate)
+                except Exception as exc:
+                    log.exception("task %s: cannot start a worker", task["id"])
+                    await self._fail(task["id"], f"cannot start a worker process: {exc}")
+
+    def _reserved(self) -> int:
+        return sum(running.reserved for running in self._running.values())
+
+    async def _size_estimate(self) -> int:
+        """What a download whose size is not known yet will likely take: the mean finished file."""
+        count, used = await self.store.live_bytes()
+        return used // count if count else 0
+
+    async def _start_worker(self, task: TaskRecord, reserved: int) -> None:
+        await self.store.update_owned(task["id"], {"message": "starting download"})
+        spec = RunSpec(
+            task_id=task["id"],
+            url=task["url"],
+            options=msgspec.convert(task["options"], DownloadOptions),
+            task_dir=str(self.task_dir(task["id"])),
+            max_filesize=self.settings.max_filesize_bytes,
+            allow_networks=tuple(str(network) for network in self.settings.allow_networks),
+            log_level=self.settings.log_level,
+            download_attempts=self.settings.download_attempts,
+            retry_delay_s=self.settings.retry_delay_s,
+        )
+        parent_conn, child_conn = self._context.Pipe()
+        process = self._context.Process(target=worker.run, args=(spec, child_conn), name=f"task-{task['id']}")
+        await asyncio.to_thread(self._start_process, process)
+        child_conn.close()
+        loop = asyncio.get_running_loop()
+        running = _Running(task=task, process=process, conn=parent_conn, exited=loop.create_future(), reserved=reserved)
+        self._running[task["id"]] = running
+        running.watcher = asyncio.create_task(self._watch(running))
+        current = await self.store.get(task["id"])
+        if current is None or current["status"] not in RUNNING:  # cancelled while the worker started
+            running.ended = True
+            _kill_group(process.pid)
+
+    async def _watch(self, running: _Running) -> None:
+        loop = asyncio.get_running_loop()
+        task_id = running.task["id"]
+        reports: asyncio.Queue[Report | None] = asyncio.Queue()
+
+        def readable() -> None:
+            try:
+                reports.put_nowait(running.conn.recv())
+            except (EOFError, OSError):
+                loop.remove_reader(running.conn.fileno())
+                reports.put_nowait(None)
+
+        def exited() -> None:
+            loop.remove_reader(running.process.sentinel)
+            running.process.join(0)
+            running.exited.set_result(running.process.exitcode)
+
+        loop.add_reader(running.conn.fileno(), readable)
+        loop.add_reader(running.process.sentinel, exited)
+        try:
+            while (report := await reports.get()) is not None:
+                if not running.ended:
+                    await self._handle_report(running, report)
+            exitcode = await asyncio.shield(running.exited)
+            if not running.ended and not self._stopping:
+                await self._worker_died(running, exitcode)
+        except Exception:
+            log.exception("task %s: watcher failed", task_id)
+            await self._fail(task_id, "internal error while watching the worker")
+        finally:
+            if not running.exited.done():
+                _kill_group(running.process.pid)
+            running.conn.close()
+            del self._running[task_id]
+            self._started.remove(running.process)
+            self._wakeup.set()
+
+    async def _handle_report(self, running: _Running, report: Report) -> None:
+        task_id = running.task["id"]
+        match report:
+            case Progress():
+                fields = {
+                    "progress": report.progress,
+                    "downloaded_bytes": report.downloaded_bytes,
+                    "total_bytes": report.total_bytes,
+                    "speed": report.speed,
+                    "eta": report.eta,
+                    "message": "downloading",
+                }
+                await self.store.update_owned(task_id, fields, only_if=RUNNING)
+                size = max(report.total_bytes or 0, report.downloaded_bytes)
+                if size >= running.reserved + RESERVE_STEP_BYTES or (report.total_bytes and size > running.reserved):
+                    running.reserved = size
+                    await self.retention.make_room(self._reserved())
+            case Processing():
+                fields = {"status": "processing", "message": report.message}
+                if report.video_info:
+                    fields["video_info"] = report.video_info
+                if running.status != "processing":
+                    log.info("task %s downloading -> processing", task_id)
+                    running.status = "processing"
+                await self.store.update_owned(task_id, fields, only_if=RUNNING)
+            case Retrying():
+                log.info("task %s: %s", task_id, report.message)
+                fields = {"message": report.message, "speed": None, "eta": None}
+                await self.store.update_owned(task_id, fields, only_if=RUNNING)
+            case Done():
+                running.ended = True
+                running.reserved = 0  # its files count as finished files from now on
+                await self._complete(task_id, report)
+                await self.retention.make_room(self._reserved())
+            case Failed():
+                running.ended = True
+                await self._fail(task_id, report.message)
+
+    async def _complete(self, task_id: str, report: Done) -> None:
+        task_dir = self.task_dir(task_id)
+        files = []
+        for file in report.files:
+            path = task_dir / file.file
+            if not path.is_file() or path.stat().st_size != file.size:
+                await self._fail(task_id, f"{file.kind} file {file.file} vanished before completion")
+                return
+            files.append(
+                NewFile(
+                    id=uuid.uuid4().hex, kind=file.kind, path=f"{task_id}/{file.file}", name=file.name, size=file.size
+                )
+            )
+        await self.store.update_owned(task_id, {"video_info": report.video_info}, only_if=RUNNING)
+        if await self.store.complete(task_id, files):
+            log.info("task %s processing -> completed (%s)", task_id, ", ".join(f["kind"] for f in files))
+            task = await self.store.get(task_id)
+            downloaded = (task and task["downloaded_bytes"]) or 0
+            self.metrics.task_finished("completed", downloaded, report.download_s, report.extract_s)
+        else:
+            await asyncio.to_thread(shutil.rmtree, task_dir, ignore_errors=True)
+
+    async def _fail(self, task_id: str, reason: str) -> None:
+        # A failed task is final: its partial files would only take space. Deleted before the status
+        # says failed, so no client sees a failed task that still has files on disk.
+        await self._delete_files(task_id, "task failed")
+        fields = {
+            "status": "failed",
+            "error": reason,
+            "message": "failed",
+            "finished_at": time.time(),
+            "speed": None,
+            "eta": None,
+        }
+        if await self.store.update_owned(task_id, fields):
+            log.info("task %s -> failed: %s", task_id, reason)
+            self.metrics.task_finished("failed")
+
+    async def drop(self, task_id: str) -> None:
+        """Stop a worker whose task this host no longer holds, and delete what it wrote here."""
+        running = self._running.get(task_id)
+        if running is None or running.ended:
+            return
+        log.info("task %s is no longer ours (cancelled or taken over elsewhere): stopping its worker", task_id)
+        running.ended = True
+        _kill_group(running.process.pid)
+        await asyncio.shield(running.exited)
+        await asyncio.to_thread(shutil.rmtree, self.task_dir(task_id), ignore_errors=True)
+
+    async def _worker_died(self, running: _Running, exitcode: int | None) -> None:
+        task_id = running.task["id"]
+        if running.task["attempts"] >= MAX_ATTEMPTS:
+            await self._fail(task_id, f"worker process died {MAX_ATTEMPTS} times (last exit code {exitcode})")
+            return
+        message = f"worker process died (exit code {exitcode}); retrying"
+        requeue = {"status": "queued", "message": message, "speed": None, "eta": None}
+        if await self.store.update_owned(task_id, requeue):
+            log.info("task %s running -> queued (%s)", task_id, message)

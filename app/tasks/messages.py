@@ -1,0 +1,69 @@
+"""The worker protocol: what the main process hands a worker process (RunSpec) and every report a
+worker sends back over its pipe. Both sides use these types in their signatures; the manager
+dispatches on the report's type."""
+
+from typing import Any, Literal
+
+import msgspec
+
+
+class DownloadOptions(msgspec.Struct, frozen=True):
+    """The task's recorded options (app/api/contract.py, ProcessRequest.options()) that the download uses."""
+
+    video_quality: str
+    keep_video: bool
+    extract_audio: bool
+    audio_format: str
+    audio_bitrate: str
+
+
+class RunSpec(msgspec.Struct, frozen=True):
+    task_id: str
+    url: str
+    options: DownloadOptions
+    task_dir: str
+    max_filesize: int
+    allow_networks: tuple[str, ...]
+    log_level: str
+    download_attempts: int
+    retry_delay_s: float
+
+
+class Progress(msgspec.Struct, frozen=True):
+    progress: float
+    downloaded_bytes: int
+    total_bytes: int | None
+    speed: float | None
+    eta: float | None
+
+
+class Processing(msgspec.Struct, frozen=True):
+    message: str
+    video_info: dict[str, Any] | None = None
+
+
+class Retrying(msgspec.Struct, frozen=True):
+    """A transient error: the worker waits, then tries again (resuming its .part file)."""
+
+    message: str
+
+
+class ProducedFile(msgspec.Struct, frozen=True):
+    kind: Literal["video", "audio"]
+    file: str  # name inside the task folder
+    name: str  # the file name a client saves it under
+    size: int
+
+
+class Done(msgspec.Struct, frozen=True):
+    files: list[ProducedFile]
+    video_info: dict[str, Any]
+    download_s: float
+    extract_s: float | None
+
+
+class Failed(msgspec.Struct, frozen=True):
+    message: str
+
+
+Report = Progress | Processing | Retrying | Done | Failed

@@ -1,0 +1,157 @@
+"""Keeps the media folder bounded: by age, then by size cap and free-disk floor, oldest first.
+
+It works only below the media folder (the database lives elsewhere) and records every removal
+in the task store, so no task points at a file that is gone without saying so.
+"""
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+
+from app.settings import Settings
+from app.store.base import TaskStore
+from app.store.records import ACTIVE
+
+MB = 1024 * 1024
+log = logging.getLogger(__name__)
+
+
+class Retention:
+    def __init__(self, settings: Settings, store: TaskStore) -> None:
+        self.settings = settings
+        self.store = store
+        self._lock = asyncio.Lock()
+
+    def _free_bytes(self) -> int:
+        return shutil.disk_usage(self.settings.media_dir).free
+
+    async def run(self) -> dict:
+        """One pass; returns what was deleted and how many bytes that freed."""
+        async with self._lock:
+            deleted = []
+            cutoff = time.time() - self.settings.retention_hours * 3600
+            live = await self.store.live_files()
+            expired = [f for f in live if f["created_at"] <= cutoff]
+            await self._remove(expired, f"older than {self.settings.retention_hours:g} hours", deleted)
+            await self._remove_excess([f for f in live if f["created_at"] > cutoff], 0, deleted)
+            await self._remove_leftovers(deleted)
+        return self._summary(deleted)
+
+    async def make_room(self, reserved: int) -> bool:
+        """Delete the oldest finished files until they and `reserved` bytes (downloads under way)
+        fit the storage cap and the free-disk floor holds; False when they cannot fit."""
+        async with self._lock:
+            _, used = await self.store.live_bytes()
+            if await self._excess(used + reserved) is None:
+                return True  # the usual case, without listing the files
+            deleted = []
+            fits = await self._remove_excess(await self.store.live_files(), reserved, deleted)
+        self._summary(deleted)
+        return fits
+
+    async def run_periodically(self) -> None:
+        while True:
+            try:
+                await self.run()
+            except Exception:
+                log.exception("retention pass failed")
+            await asyncio.sleep(self.settings.retention_interval_s)
+
+    @staticmethod
+    def _summary(deleted: list) -> dict:
+        freed = sum(item["bytes"] for item in deleted)
+        if deleted:
+            log.info("retention deleted %d files, %d bytes", len(deleted), freed)
+        return {"deleted": deleted, "files_deleted": len(deleted), "bytes_freed": freed}
+
+    async def _remove_excess(self, live: list[dict], reserved: int, deleted: list) -> bool:
+        """Oldest first, while the live files and `reserved` exceed the cap or free disk is under
+        the floor; returns whether they fit in the end. The newest task's files are never taken
+        for size: a download bigger than the cap stays until it expires (the cap holds within
+        one download)."""
+        used = sum(f["size"] for f in live) + reserved
+        newest = live[-1]["task_id"] if live else None
+        candidates = [f for f in live if f["task_id"] != newest]
+        while (reason := await self._excess(used)) is not None:
+            if not candidates:
+                return False
+            oldest = candidates.pop(0)
+            used -= oldest["size"]
+            await self._remove([oldest], reason, deleted)
+        return True
+
+    async def _excess(self, used: int) -> str | None:
+        """Why files must go with `used` bytes in the media folder, or None when none must."""
+        if used > self.settings.max_storage_mb * MB:
+            return f"storage over {self.settings.max_storage_mb} MB"
+        if await asyncio.to_thread(self._free_bytes) < self.settings.min_free_mb * MB:
+            return f"free disk under {self.settings.min_free_mb} MB"
+        return None
+
+    async def _remove(self, files: list[dict], reason: str, deleted: list) -> None:
+        if not files:
+            return
+        media_dir = self.settings.media_dir
+        for file in files:
+            await asyncio.to_thread(_unlink, media_dir / file["path"])
+            deleted.append(
+                {
+                    "file_id": file["id"],
+                    "task_id": file["task_id"],
+                    "kind": file["kind"],
+                    "bytes": file["size"],
+                    "reason": reason,
+                }
+            )
+        await self.store.mark_files_removed([f["id"] for f in files], reason)
+        for task_id in {f["task_id"] for f in files}:
+            await self.store.update(task_id, {"message": f"files removed by retention: {reason}"}, ("completed",))
+
+    async def _remove_leftovers(self, deleted: list) -> None:
+        """Partial files of tasks that are no longer active, and anything of unknown tasks."""
+        media_dir = self.settings.media_dir
+        live_paths = {f["path"] for f in await self.store.live_files()}
+        for entry in await asyncio.to_thread(_list_dir, media_dir):
+            is_dir = entry.is_dir(follow_symlinks=False)
+            task = await self.store.get(entry.name) if is_dir else None
+            if task is not None and task["status"] in ACTIVE:
+                continue
+            keep = {path for path in live_paths if path.startswith(entry.name + "/")} if task else set()
+            for path in await asyncio.to_thread(_walk_files, entry.path) if is_dir else [entry.path]:
+                if os.path.relpath(path, media_dir) in keep:
+                    continue
+                size = await asyncio.to_thread(_unlink, path)
+                deleted.append(
+                    {
+                        "file_id": None,
+                        "task_id": task and task["id"],
+                        "kind": "leftover",
+                        "bytes": size,
+                        "reason": "leftover of a task that is not active",
+                    }
+                )
+            if is_dir and not keep:
+                await asyncio.to_thread(shutil.rmtree, entry.path, True)
+
+
+def _list_dir(path) -> list[os.DirEntry]:
+    try:
+        return list(os.scandir(path))
+    except FileNotFoundError:
+        return []
+
+
+def _walk_files(top: str) -> list[str]:
+    return [os.path.join(root, name) for root, _, names in os.walk(top) for name in names]
+
+
+def _unlink(path) -> int:
+    """Remove a file; returns the bytes it held (0 if it was already gone)."""
+    try:
+        size = os.lstat(path).st_size
+        os.unlink(path)
+    except FileNotFoundError:
+        return 0
+    return size

@@ -1,0 +1,247 @@
+"""Several hosts, one API: service processes on one real PostgreSQL (different ports and node
+ids, loopback). Submit on one, status, events, downloads and cancels on another; a host killed
+mid-download: its task finishes elsewhere once the lease expires."""
+
+import hashlib
+import hmac
+import http.server
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support.helpers import ServiceProcess, ffprobe, free_port, process_group_members, task_worker
+from tests.support.postgres import PostgresServer
+
+SECRET = "cluster-secret-for-tests-0123456789"
+LEASE_S = 3
+SLOW = "/slow/noise.mp4?rate=150000"
+
+
+@pytest.fixture
+def hosts(tmp_path, postgres_url, service_factory):
+    """start(name) -> a service host on the shared database."""
+
+    def start(name: str, **env) -> ServiceProcess:
+        port = free_port()
+        data_dir = tmp_path / name / "data"
+        data_dir.mkdir(parents=True)
+        service = service_factory(
+            data_dir=data_dir,
+            PORT=str(port),
+            VIDEO_API_DATABASE_URL=postgres_url,
+            VIDEO_API_CLUSTER_SECRET=SECRET,
+            VIDEO_API_NODE_ID=name,
+            VIDEO_API_NODE_URL=f"http://127.0.0.1:{port}",
+            VIDEO_API_LEASE_S=str(LEASE_S),
+            VIDEO_API_RATE_PER_MINUTE="0",
+            **env,
+        )
+        service.name = name
+        return service
+
+    return start
+
+
+def owner_of(task_id: str, *services: ServiceProcess) -> ServiceProcess:
+    """The host whose media folder holds the task: the one whose worker runs (or ran) it."""
+    owners = [s for s in services if (s.data_dir / "media" / task_id).exists()]
+    assert len(owners) == 1, [s.name for s in owners]
+    return owners[0]
+
+
+def read_events(base: str, task_id: str, timeout: float = 60) -> list[dict]:
+    events, current = [], {}
+    with requests.get(f"{base}/api/tasks/{task_id}/events", stream=True, timeout=timeout) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines(decode_unicode=True):
+            if not line:
+                if "data" in current:
+                    events.append({**current, "data": json.loads(current["data"])})
+                current = {}
+            elif not line.startswith(":"):
+                field, _, value = line.partition(": ")
+                current[field] = value
+    return events
+
+
+def test_a_task_submitted_on_one_host_is_followed_and_fetched_on_another(hosts, media_server):
+    a, b = hosts("a"), hosts("b")
+    task_id = a.submit(media_server.url(SLOW + "&across=1"))
+    seen_by = {requests.get(f"{host.base}/api/status/{task_id}", timeout=10).headers["X-Served-By"] for host in (a, b)}
+    assert seen_by == {"a", "b"}
+    events = read_events(b.base, task_id)
+    assert events[-1]["data"]["status"] == "completed", events[-1]
+    progress = [event["data"]["progress"] for event in events if event["event"] == "progress"]
+    assert len([p for p in progress if 0 < p < 100]) >= 2, progress
+    done = b.get(f"/api/status/{task_id}")
+    owner = owner_of(task_id, a, b)
+    other = b if owner is a else a
+    # The other host streams the file from the owner, Range included.
+    response = requests.get(other.base + done["files"]["video"], timeout=30)
+    assert response.status_code == 200 and response.headers["X-Served-By"] == other.name
+    on_disk = next((owner.data_dir / "media" / task_id).glob("video.*")).read_bytes()
+    assert response.content == on_disk
+    ranged = requests.get(other.base + done["files"]["video"], headers={"Range": "bytes=10-19"}, timeout=30)
+    assert ranged.status_code == 206 and ranged.content == on_disk[10:20]
+    health = requests.get(other.base + "/api/health", timeout=10).json()
+    assert health["cluster"]["nodes"] == ["a", "b"] and health["checks"]["database"]["latency_ms"] >= 0
+    listing = requests.get(other.base + "/api/tasks", timeout=10).json()
+    assert listing["counts"]["completed"] == 1 and listing["tasks"][0]["task_id"] == task_id
+
+
+def test_a_cancel_on_another_host_stops_the_owners_worker(hosts, media_server):
+    a, b = hosts("a"), hosts("b")
+    task_id = a.submit(media_server.url(SLOW + "&cancel=1"), extract_audio=False)
+    a.wait(task_id, lambda s: s["status"] == "downloading" and s["progress"] > 0)
+    owner = owner_of(task_id, a, b)
+    other = b if owner is a else a
+    worker = task_worker(owner.process.pid, owner.data_dir / "media" / task_id)
+    assert worker
+    started = time.monotonic()
+    response = requests.delete(f"{other.base}/api/tasks/{task_id}", timeout=10)
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    while process_group_members(worker) and time.monotonic() - started < 5:
+        time.sleep(0.02)
+    elapsed = time.monotonic() - started
+    print(f"cancel on {other.name} -> worker on {owner.name} gone in {elapsed:.2f} s")
+    assert process_group_members(worker) == []
+    assert elapsed < 2.0
+    assert owner.get(f"/api/status/{task_id}")["status"] == "cancelled"
+    deadline = time.monotonic() + 5
+    while (owner.data_dir / "media" / task_id).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not (owner.data_dir / "media" / task_id).exists()
+
+
+def test_a_host_killed_mid_download_leaves_its_task_to_another(hosts, media_server, tmp_path):
+    a, b = hosts("a"), hosts("b")
+    task_id = a.submit(media_server.url(SLOW + "&die=1"))
+    a.wait(task_id, lambda s: s["status"] == "downloading" and s["progress"] > 5)
+    owner = owner_of(task_id, a, b)
+    survivor = b if owner is a else a
+    owner.stop(signal.SIGKILL)
+    done = survivor.wait(task_id, lambda s: s["status"] in ("completed", "failed"), timeout=90)
+    assert done["status"] == "completed", done
+    assert done["attempts"] == 2
+    saved = tmp_path / "fetched.mp4"
+    saved.write_bytes(requests.get(survivor.base + done["files"]["video"], timeout=30).content)
+    assert {stream["codec_type"] for stream in ffprobe(saved)["streams"]} == {"video", "audio"}
+
+
+@pytest.mark.parametrize("forgery", ["unsigned", "wrong-secret", "stale", "other-path"])
+def test_the_internal_endpoint_refuses_forged_or_stale_signatures(hosts, forgery):
+    (a,) = (hosts("a"),)
+    path = "/internal/files/0123456789abcdef0123456789abcdef"
+    stamp = str(int(time.time()) - (120 if forgery == "stale" else 0))
+    secret = "another-secret-0123456789abcdef" if forgery == "wrong-secret" else SECRET
+    signed = "/internal/files/ffffffffffffffffffffffffffffffff" if forgery == "other-path" else path
+    digest = hmac.new(secret.encode(), f"{stamp}\nGET\n{signed}".encode(), hashlib.sha256).hexdigest()
+    headers = {} if forgery == "unsigned" else {"X-Video-Api-Timestamp": stamp, "X-Video-Api-Signature": digest}
+    response = requests.get(a.base + path, headers=headers, timeout=10)
+    assert response.status_code == 403 and response.json()["error"]["code"] == "forbidden"
+    good = hmac.new(SECRET.encode(), f"{int(time.time())}\nGET\n{path}".encode(), hashlib.sha256).hexdigest()
+    headers = {"X-Video-Api-Timestamp": str(int(time.time())), "X-Video-Api-Signature": good}
+    assert requests.get(a.base + path, headers=headers, timeout=10).status_code == 404  # signed: gets in
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("POST", "/api/process", {"url": "http://127.0.0.2/x.mp4"}, 422),
+        ("POST", "/api/process", {"url": "http://127.0.0.1/x", "audio_bitrate": "²"}, 422),
+        ("GET", "/api/tasks?limit=①", None, 422),
+        ("GET", "/api/status/nope", None, 404),
+    ],
+)
+def test_bad_input_is_as_strict_on_every_host(hosts, method, path, body, status):
+    for host in (hosts("a"), hosts("b")):
+        response = requests.request(method, host.base + path, json=body, timeout=10)
+        assert response.status_code == status and set(response.json()) == {"error"}
+
+
+def test_a_database_url_without_a_cluster_secret_stops_start_up(tmp_path, postgres_url):
+    import subprocess
+    import sys
+
+    from tests.support.helpers import REPO
+
+    env = {"PATH": "/usr/bin:/bin", "VIDEO_API_DATABASE_URL": postgres_url, "VIDEO_API_DATA_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "app"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 2
+    assert "VIDEO_API_CLUSTER_SECRET" in result.stderr
+    password = postgres_url.split(":")[2].split("@")[0]
+    assert password not in result.stderr
+    assert Path(tmp_path).exists()
+
+
+def test_three_hosts_share_one_queue_and_see_each_other(hosts, media_server):
+    a, b, c = hosts("a"), hosts("b"), hosts("c")
+    ids = [
+        host.submit(media_server.url(f"/media/sample.webm?three={n}"), extract_audio=False)
+        for n, host in enumerate((a, b, c, a, b, c))
+    ]
+    finals = [c.wait(task_id, lambda s: s["status"] in ("completed", "failed")) for task_id in ids]
+    assert [final["status"] for final in finals] == ["completed"] * 6
+    owners = {owner_of(task_id, a, b, c).name for task_id in ids}
+    print(f"6 tasks ran on hosts {sorted(owners)}")
+    for host in (a, b, c):
+        listing = requests.get(host.base + "/api/tasks", timeout=10).json()
+        assert listing["counts"]["completed"] == 6 and listing["total"] == 6
+        health = requests.get(host.base + "/api/health", timeout=10).json()
+        assert health["cluster"] == {"node": host.name, "nodes": ["a", "b", "c"]}
+        for final in finals:  # every file from every host
+            assert requests.get(host.base + final["files"]["video"], timeout=30).status_code == 200
+
+
+def test_each_final_status_is_called_back_once_across_hosts(hosts, media_server):
+    received = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{receiver.server_port}/hook"
+    a, b = (hosts(name, VIDEO_API_CALLBACK_SECRET=SECRET) for name in ("a", "b"))
+    completed = a.submit(media_server.url("/media/sample.webm?hook=1"), extract_audio=False, callback_url=hook)
+    cancelled = a.submit(media_server.url(SLOW + "&hook=2"), extract_audio=False, callback_url=hook)
+    a.wait(cancelled, lambda s: s["status"] == "downloading")
+    requests.delete(f"{b.base}/api/tasks/{cancelled}", timeout=10)
+    b.wait(completed, lambda s: s["status"] == "completed")
+    time.sleep(2 * LEASE_S / 3)  # time for a second, wrong delivery to show up
+    receiver.shutdown()
+    assert sorted((post["task_id"], post["status"]) for post in received) == sorted(
+        [(completed, "completed"), (cancelled, "cancelled")]
+    )
+
+
+def test_a_host_whose_database_is_gone_answers_503(tmp_path):
+    server = PostgresServer().start()  # its own server, so stopping it touches no other test
+    url = server.url(server.create_database())
+    (tmp_path / "data").mkdir()
+    host = ServiceProcess(tmp_path / "data", VIDEO_API_DATABASE_URL=url, VIDEO_API_CLUSTER_SECRET=SECRET).start()
+    try:
+        assert requests.get(host.base + "/api/health", timeout=10).status_code == 200
+        server.stop()
+        deadline = time.monotonic() + 30
+        while (health := requests.get(host.base + "/api/health", timeout=20)).status_code != 503:
+            assert time.monotonic() < deadline, health.text
+            time.sleep(0.5)
+        assert health.json()["failing"] == ["database"]
+        assert url.split(":")[2].split("@")[0] not in health.text  # no password in what it says
+    finally:
+        host.stop()
+        server.stop()

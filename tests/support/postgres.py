@@ -1,0 +1,124 @@
+"""A throwaway PostgreSQL server from Debian's `postgresql` package, for tests and benchmarks.
+
+initdb refuses root, so the server is created and run as the `postgres` user (runuser), in a temp
+dir of its own, listening on a free loopback port (password, scram-sha-256) and on a unix socket
+in that dir (trust). Fixtures: postgres_server (one per session) and postgres_url (a new database
+per test).
+"""
+
+import contextlib
+import secrets
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+MISSING = "PostgreSQL is not installed: tests of the PostgreSQL store need Debian's package `postgresql`"
+# Durability off for tests: a crash of a test server loses nothing anybody needs.
+FAST = ("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+
+
+def _bindir() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    if not found:
+        raise RuntimeError(MISSING)
+    return found[-1].parent
+
+
+def _as_postgres(*command) -> None:
+    result = subprocess.run(["runuser", "-u", "postgres", "--", *map(str, command)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{Path(command[0]).name} failed: {result.stdout[-2000:]}{result.stderr[-2000:]}")
+
+
+class PostgresServer:
+    def __init__(self, durable: bool = False):
+        self.options = () if durable else FAST
+        self.password = secrets.token_urlsafe(18)
+
+    def start(self) -> "PostgresServer":
+        bindir = _bindir()
+        self.dir = Path(tempfile.mkdtemp(prefix="video-api-pg-"))
+        shutil.chown(self.dir, "postgres", "postgres")
+        self.data, self.socket_dir, self.log = self.dir / "data", self.dir / "sock", self.dir / "server.log"
+        self.socket_dir.mkdir()
+        shutil.chown(self.socket_dir, "postgres", "postgres")
+        pwfile = self.dir / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        shutil.chown(pwfile, "postgres", "postgres")
+        _as_postgres(
+            bindir / "initdb",
+            "-D",
+            self.data,
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--pwfile",
+            pwfile,
+        )
+        pwfile.unlink()
+        from tests.support.helpers import free_port  # here: helpers imports this module
+
+        self.port = free_port()
+        options = " ".join(
+            ("-p", str(self.port), "-k", str(self.socket_dir), "-c", "listen_addresses=127.0.0.1", *self.options)
+        )
+        self._pg_ctl = bindir / "pg_ctl"
+        try:
+            _as_postgres(self._pg_ctl, "-D", self.data, "-l", self.log, "-w", "-t", "60", "-o", options, "start")
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{self.log.read_text()[-2000:] if self.log.exists() else ''}") from None
+        return self
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{dbname}"
+
+    def socket_url(self, dbname: str) -> str:
+        """The same database through the unix socket (libpq's host= parameter), no password."""
+        return f"postgresql://postgres@/{dbname}?host={self.socket_dir}&port={self.port}"
+
+    def _admin(self) -> psycopg.Connection:
+        return psycopg.connect(
+            host=str(self.socket_dir), port=self.port, user="postgres", dbname="postgres", autocommit=True
+        )
+
+    def create_database(self) -> str:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with self._admin() as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return name
+
+    def drop_database(self, name: str) -> None:
+        with self._admin() as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def stop(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            _as_postgres(self._pg_ctl, "-D", self.data, "-m", "fast", "-w", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    try:
+        server = PostgresServer().start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """URL (loopback, password) of a new, empty database."""
+    name = postgres_server.create_database()
+    yield postgres_server.url(name)
+    postgres_server.drop_database(name)

@@ -1,0 +1,468 @@
+"""The container image and compose.yaml, run for real: `make container-test` (needs a Docker engine).
+
+The image is built from the local Debian 12 base (molecule/build-images.sh; no registry here) and runs
+hardened: read-only root, tmpfs /tmp, no capabilities, no-new-privileges. The media server is a
+container on an internal Docker network (no route off the machine), serving ffmpeg-generated files.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+import app
+from tests.support.helpers import FINAL, REPO, ffprobe, free_port
+from tests.support.mediaserver import generate_media
+
+pytestmark = pytest.mark.container
+
+BASE_IMAGE = os.environ.get("MOLECULE_IMAGE_DEBIAN12", "video-api-molecule/debian:12")
+IMAGE = "video-download-api:test"
+PREFIX = f"video-api-test-{os.getpid()}"
+HARDENED = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+MEDIA_PORT = 8080
+MEDIA_SERVER = (
+    "import sys, threading; from pathlib import Path; sys.path.insert(0, '/srv'); "
+    "from mediaserver import MediaServer; "
+    f"MediaServer(Path('/media'), host='0.0.0.0', port={MEDIA_PORT}).start(); threading.Event().wait()"
+)
+
+
+def docker(*args: str, timeout: float = 120) -> str:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
+    assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr.strip()}"
+    return result.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def image():
+    if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True).returncode:
+        pytest.fail("the container tests need a running Docker engine; `make pytest` runs the others")
+    if subprocess.run(["docker", "image", "inspect", BASE_IMAGE], capture_output=True).returncode:
+        pytest.fail(f"base image {BASE_IMAGE} missing: run `make images`")
+    subprocess.run(
+        ["bash", "molecule/build-service-image.sh"],
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "BASE_IMAGE": BASE_IMAGE, "IMAGE": IMAGE},
+    )
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def network(image):
+    """An internal network: containers reach each other and the host, nothing beyond."""
+    name = docker("network", "create", "--internal", f"{PREFIX}-net")
+    yield name, docker("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", name)
+    docker("network", "rm", name)
+
+
+@pytest.fixture(scope="module")
+def media(image, network, tmp_path_factory):
+    """The tests' media server (tests/support/mediaserver.py) in a container from the image, as `media`."""
+    folder = generate_media(tmp_path_factory.mktemp("media"))
+    name = f"{PREFIX}-media"
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        network[0],
+        "--network-alias",
+        "media",
+        "--user",
+        f"{os.getuid()}:{os.getgid()}",
+        *HARDENED,
+        "-v",
+        f"{folder}:/media:ro",
+        "-v",
+        f"{REPO / 'tests/support/mediaserver.py'}:/srv/mediaserver.py:ro",
+        image,
+        "python",
+        "-c",
+        MEDIA_SERVER,
+    )
+    yield f"http://media:{MEDIA_PORT}", folder
+    docker("rm", "--force", "--volumes", name)
+
+
+@pytest.fixture
+def containers():
+    """Starts service containers; removes them, and their volume, at the end."""
+    started, volumes = [], set()
+
+    def run(image: str, network, volume: str, name: str) -> str:
+        volumes.add(volume)
+        docker(
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            network[0],
+            *HARDENED,
+            "--health-interval",
+            "1s",
+            "-v",
+            f"{volume}:/data",
+            "-e",
+            f"VIDEO_API_ALLOW_NETWORKS={network[1]}",
+            "-e",
+            "VIDEO_API_MIN_FREE_MB=1",
+            image,
+        )
+        started.append(name)
+        return name
+
+    yield run
+    for name in started:
+        subprocess.run(["docker", "rm", "--force", "--volumes", name], capture_output=True)
+    for volume in volumes:
+        subprocess.run(["docker", "volume", "rm", volume], capture_output=True)
+
+
+def inspect(container: str, template: str) -> str:
+    return docker("inspect", "-f", template, container)
+
+
+def wait_healthy(container: str, timeout: float = 30) -> str:
+    """Waits for Docker's own health check to pass; returns the service's base URL."""
+    deadline = time.monotonic() + timeout
+    while (health := inspect(container, "{{.State.Health.Status}}")) != "healthy":
+        assert time.monotonic() < deadline and inspect(container, "{{.State.Running}}") == "true", (
+            f"{container}: {health}\n{docker('logs', container)}"
+        )
+        time.sleep(0.2)
+    return f"http://{inspect(container, '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}')}:8000"
+
+
+def wait_task(base: str, task_id: str, predicate, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while not predicate(body := requests.get(f"{base}/api/status/{task_id}", timeout=10).json()):
+        assert time.monotonic() < deadline, f"timed out; last status {body}"
+        time.sleep(0.1)
+    return body
+
+
+def submit(base: str, url: str, **options) -> str:
+    response = requests.post(f"{base}/api/process", json={"url": url, **options}, timeout=10)
+    assert response.status_code == 202, response.text
+    return response.json()["task_id"]
+
+
+def fetch(base: str, link: str, target: Path) -> Path:
+    response = requests.get(base + link, timeout=30)
+    assert response.status_code == 200, response.text
+    target.write_bytes(response.content)
+    return target
+
+
+def test_image_metadata_and_contents(image):
+    config = json.loads(docker("image", "inspect", "-f", "{{json .Config}}", image))
+    labels = config["Labels"]
+    assert labels["org.opencontainers.image.version"] == app.__version__
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert labels["org.opencontainers.image.revision"].startswith(head or "unknown")
+    assert config["User"] == "10001:10001"
+    assert config["Entrypoint"] == ["/usr/bin/tini", "--"]
+    assert "VIDEO_API_DATA_DIR=/data" in config["Env"] and "HOST=0.0.0.0" in config["Env"]
+    assert list(config["Volumes"]) == ["/data"]
+    assert "/api/health" in " ".join(config["Healthcheck"]["Test"])
+    # Nothing but the runtime: no pip, compiler, apt lists or caches, no tests in the app.
+    leftovers = docker(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "sh",
+        image,
+        "-c",
+        "python -c 'import pip' 2>/dev/null && echo pip; command -v gcc cc pip pip3; find /var/lib/apt/lists"
+        " /var/cache/apt /root/.cache /tmp -type f ! -name lock 2>/dev/null; true",
+    )
+    assert leftovers == "", leftovers
+
+
+def test_python_meets_the_derived_minimum(image):
+    derived = subprocess.run(
+        [
+            str(REPO / ".venv/bin/python"),
+            "roles/python/files/requires_python.py",
+            "requirements.txt",
+            "--cache-dir",
+            ".cache",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    minimum = tuple(int(part) for part in json.loads(derived.stdout)["version"].split("."))
+    found = docker(
+        "run", "--rm", "--network", "none", image, "python", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"
+    )
+    assert tuple(int(part) for part in found.split(".")) >= minimum, f"image Python {found} < {minimum}"
+
+
+def test_download_stop_and_resume(image, network, media, containers, tmp_path):
+    media, folder = media
+    volume = f"{PREFIX}-data"
+    first = containers(image, network, volume, f"{PREFIX}-svc1")
+    base = wait_healthy(first)
+    # Every process of the container, as the host sees them (`docker top` runs the host's ps).
+    assert {line.split()[1] for line in docker("top", first, "-o", "pid,uid").splitlines()[1:]} == {"10001"}
+
+    task_id = submit(base, f"{media}/media/sample.mp4", extract_audio=True, keep_video=True)
+    done = wait_task(base, task_id, lambda body: body["status"] in FINAL)
+    assert done["status"] == "completed", done
+    video = ffprobe(fetch(base, done["files"]["video"], tmp_path / "video.mp4"))
+    audio = ffprobe(fetch(base, done["files"]["audio"], tmp_path / "audio.mp3"))
+    assert {s["codec_type"] for s in video["streams"]} == {"video", "audio"}
+    assert [s["codec_name"] for s in audio["streams"]] == ["mp3"]
+
+    # A slow download (6 s at 250 kB/s), stopped halfway: within 5 s, and resumed by the next container.
+    slow_id = submit(base, f"{media}/slow/noise.mp4?rate=250000", extract_audio=False, keep_video=True)
+    wait_task(base, slow_id, lambda body: body["status"] == "downloading" and (body["downloaded_bytes"] or 0) > 0)
+    started = time.monotonic()
+    docker("stop", first)
+    assert time.monotonic() - started < 5
+    assert inspect(first, "{{.State.ExitCode}}") == "0"
+    assert docker("diff", first) == "", "the service wrote outside /data and /tmp"
+    # The clean stop requeued the task and left its partial file on the volume.
+    part = docker(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        f"{volume}:/data",
+        image,
+        "find",
+        f"/data/media/{slow_id}",
+        "-name",
+        "*.part",
+        "-size",
+        "+0",
+    )
+    assert part, "no partial download on the volume"
+
+    second = containers(image, network, volume, f"{PREFIX}-svc2")
+    base = wait_healthy(second)
+    done = wait_task(base, slow_id, lambda body: body["status"] in FINAL)
+    assert done["status"] == "completed" and done["attempts"] == 1, done  # a clean stop is no attempt
+    resumed = fetch(base, done["files"]["video"], tmp_path / "noise.mp4")
+    assert resumed.read_bytes() == (folder / "noise.mp4").read_bytes()
+    assert {s["codec_type"] for s in ffprobe(resumed)["streams"]} == {"video", "audio"}
+    assert requests.get(f"{base}/api/status/{task_id}", timeout=10).json()["status"] == "completed"
+    assert docker("diff", second) == ""
+
+
+def test_compose_service(image):
+    """compose.yaml with the docker-compose found here (1.29): up, healthy on the published port, down."""
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        pytest.fail("docker-compose missing (Debian package docker-compose; .ci/run installs it)")
+    # That every setting passes through is checked without Docker (test_settings_declared.py).
+    port, project = free_port(), f"{PREFIX}-compose"
+    env = {
+        **os.environ,
+        "VIDEO_API_IMAGE": image,
+        "VIDEO_API_PUBLISH": f"127.0.0.1:{port}",
+        "VIDEO_API_MIN_FREE_MB": "1",
+    }
+    command = [compose, "--project-name", project, "--file", str(REPO / "compose.yaml")]
+    try:
+        subprocess.run([*command, "up", "--detach"], env=env, check=True, capture_output=True, timeout=120)
+        container = subprocess.run(
+            [*command, "ps", "--quiet", "video-api"], env=env, check=True, capture_output=True, text=True
+        ).stdout.strip()
+        assert inspect(container, "{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}}") == "true [ALL]"
+        deadline = time.monotonic() + 20
+        while (health := requests.get(f"http://127.0.0.1:{port}/api/health", timeout=5)).status_code != 200:
+            assert time.monotonic() < deadline, health.text
+            time.sleep(0.2)
+        # The image's health check, inherited (its first run comes after the 10 s interval).
+        assert inspect(container, "{{.State.Health.Status}}") in ("starting", "healthy")
+        assert docker("volume", "inspect", "-f", "{{.Name}}", f"{project}_data").endswith("_data")
+    finally:
+        subprocess.run([*command, "down", "--volumes", "--timeout", "10"], env=env, capture_output=True, timeout=120)
+    assert docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}") == ""
+
+
+# Local stand-ins for the official postgres and haproxy images of compose.yaml's cluster profile.
+CLUSTER_IMAGES = {"postgres": "video-api-test/postgres:15", "haproxy": "video-api-test/haproxy:2.6"}
+REPLICAS = ("video-api-1", "video-api-2")
+
+
+@pytest.fixture(scope="module")
+def cluster_images(image):
+    """Builds molecule/compose/{postgres,haproxy}.Dockerfile from the local Debian 12 base (cached layers)."""
+    context = REPO / "molecule/compose"
+    for name, tag in CLUSTER_IMAGES.items():
+        dockerfile = str(context / f"{name}.Dockerfile")
+        docker(
+            "build",
+            "-q",
+            "--build-arg",
+            f"BASE_IMAGE={BASE_IMAGE}",
+            "-f",
+            dockerfile,
+            "-t",
+            tag,
+            str(context),
+            timeout=600,
+        )
+    return CLUSTER_IMAGES
+
+
+def test_compose_cluster(image, cluster_images, media, tmp_path):
+    """The cluster profile: PostgreSQL, two replicas and HAProxy come up; HAProxy's published port is
+    answered by both replicas, a download works through it whichever replica holds the file; down
+    --volumes leaves nothing behind."""
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        pytest.fail("docker-compose missing (Debian package docker-compose; .ci/run installs it)")
+    folder = media[1]
+    port, project = free_port(), f"{PREFIX}-cluster"
+    hardened = {"read_only": True, "tmpfs": ["/tmp"], "cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]}
+    # Nothing leaves the machine: the project's network is internal; HAProxy publishes on loopback
+    # from a second network. The media server joins the profile (JSON is YAML).
+    override = tmp_path / "compose.test.yaml"
+    override.write_text(
+        json.dumps(
+            {
+                "networks": {"default": {"internal": True}, "edge": {}},
+                "services": {
+                    "haproxy": {"networks": ["default", "edge"]},
+                    "media": {
+                        "image": image,
+                        "profiles": ["cluster"],
+                        "user": f"{os.getuid()}:{os.getgid()}",
+                        **hardened,
+                        "volumes": [
+                            f"{folder}:/media:ro",
+                            f"{REPO / 'tests/support/mediaserver.py'}:/srv/mediaserver.py:ro",
+                        ],
+                        "command": ["python", "-c", MEDIA_SERVER],
+                    },
+                },
+            }
+        )
+    )
+    env = {
+        **os.environ,
+        "VIDEO_API_IMAGE": image,
+        "VIDEO_API_POSTGRES_IMAGE": cluster_images["postgres"],
+        "VIDEO_API_HAPROXY_IMAGE": cluster_images["haproxy"],
+        "VIDEO_API_CLUSTER_PUBLISH": f"127.0.0.1:{port}",
+        "VIDEO_API_CLUSTER_SECRET": "test-cluster-secret-0123456789",
+        "VIDEO_API_POSTGRES_PASSWORD": "test-password-0123",
+        "VIDEO_API_ALLOW_NETWORKS": "172.16.0.0/12,192.168.0.0/16,10.0.0.0/8",
+        "VIDEO_API_MIN_FREE_MB": "1",
+    }
+    command = [
+        compose,
+        "--project-name",
+        project,
+        "--file",
+        str(REPO / "compose.yaml"),
+        "--file",
+        str(override),
+        "--profile",
+        "cluster",
+    ]
+    base = f"http://127.0.0.1:{port}"
+
+    def logs() -> str:
+        return subprocess.run([*command, "logs", "--no-color"], env=env, capture_output=True, text=True).stdout
+
+    def served_by(response: requests.Response) -> str:
+        assert response.status_code == 200, (response.status_code, response.text)
+        return response.headers["X-Served-By"]
+
+    try:
+        started = time.monotonic()
+        up = subprocess.run(
+            [*command, "up", "--detach", "haproxy", "media"], env=env, capture_output=True, text=True, timeout=180
+        )
+        assert up.returncode == 0, up.stderr
+        running = subprocess.run(
+            [*command, "ps", "--services", "--filter", "status=running"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        # `up haproxy` brings the cluster, not the single service.
+        assert sorted(running) == sorted(["postgres", *REPLICAS, "haproxy", "media"]), running
+        for replica in REPLICAS:
+            container = subprocess.run(
+                [*command, "ps", "--quiet", replica], env=env, capture_output=True, text=True, check=True
+            ).stdout.strip()
+            assert inspect(container, "{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}}") == "true [ALL]"
+
+        # Through HAProxy, until both replicas have passed its health checks and answered.
+        seen: set[str] = set()
+        deadline = time.monotonic() + 60
+        while seen != set(REPLICAS):
+            assert time.monotonic() < deadline, f"answered by {seen}\n{logs()}"
+            try:
+                response = requests.get(f"{base}/api/health", timeout=5)
+            except requests.ConnectionError:
+                response = None
+            if response is not None and response.status_code == 200:
+                seen.add(served_by(response))
+            else:
+                time.sleep(0.5)
+        print(f"cluster up and both replicas answering in {time.monotonic() - started:.1f} s")
+
+        # One task through HAProxy, polled through it (each poll to the next replica: one shared store).
+        task_id = submit(base, "http://media:8080/media/sample.mp4", extract_audio=False, keep_video=True)
+        deadline = time.monotonic() + 60
+        while True:
+            response = requests.get(f"{base}/api/status/{task_id}", timeout=10)
+            served_by(response)
+            if (body := response.json())["status"] in FINAL:
+                break
+            assert time.monotonic() < deadline, f"timed out; last status {body}"
+            time.sleep(0.2)
+        assert body["status"] == "completed", body
+
+        # The file is on the volume of the replica that downloaded it, and only there.
+        find = ["find", "/data/media", "-type", "f", "-path", f"/data/media/{task_id}/*.mp4"]
+        holders = [
+            replica
+            for number, replica in enumerate(REPLICAS, 1)
+            if docker("run", "--rm", "--network", "none", "-v", f"{project}_data-{number}:/data", image, *find)
+        ]
+        assert len(holders) == 1, holders
+        # Round robin: the downloads come from both replicas, the other one streaming it from the holder.
+        original, served = (folder / "sample.mp4").read_bytes(), set()
+        for attempt in range(6):
+            response = requests.get(base + body["files"]["video"], timeout=30)
+            served.add(served_by(response))
+            assert response.content == original, f"download {attempt} from {response.headers['X-Served-By']}"
+        assert served == set(REPLICAS), served
+    finally:
+        down = subprocess.run(
+            [*command, "down", "--volumes", "--timeout", "10"], env=env, capture_output=True, text=True, timeout=120
+        )
+    assert down.returncode == 0, down.stderr
+    for kind in ("container", "volume", "network"):
+        left = docker(
+            kind,
+            "ls",
+            "--quiet",
+            *(["--all"] if kind == "container" else []),
+            "--filter",
+            f"label=com.docker.compose.project={project}",
+        )
+        assert left == "", f"{kind}s left: {left}"
