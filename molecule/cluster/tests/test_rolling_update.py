@@ -13,7 +13,7 @@ PLAYBOOK = str(PROJECT / "playbooks" / "rolling_update.yml")
 def release_copy(tmp_path, change):
     """A copy of app/ with one change, so it bundles into a new release."""
     source = tmp_path / "app"
-    shutil.copytree(PROJECT / "app", source, ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    shutil.copytree(PROJECT / "app", source, ignore=shutil.ignore_patterns("__pycache__"))
     change(source)
     return source
 

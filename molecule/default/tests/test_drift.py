@@ -24,7 +24,7 @@ def test_drift_is_repaired_and_the_next_run_changes_nothing(host, api):
             [
                 f"chmod 0600 {ENV_FILE}",
                 f"echo '# edited by hand' >> {UNIT}",
-                f"rm {INSTALL}/current/app/web.py",
+                f"rm {INSTALL}/current/app/api/application.py",
                 f"{VENV_PYTHON} -m pip uninstall --yes --quiet idna",
                 f"chmod 0644 {TOKENS_FILE}",
                 f"systemctl stop {SERVICE}",
@@ -43,7 +43,7 @@ def test_drift_is_repaired_and_the_next_run_changes_nothing(host, api):
     } <= changed, changed
     assert host.file(ENV_FILE).mode == 0o640
     assert "edited by hand" not in host.file(UNIT).content_string
-    assert host.file(f"{INSTALL}/current/app/web.py").exists
+    assert host.file(f"{INSTALL}/current/app/api/application.py").exists
     assert host.run(f"{VENV_PYTHON} -c 'import idna'").rc == 0
     assert host.file(TOKENS_FILE).mode == 0o640
     assert host.service(SERVICE).is_running

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Controller-side builds for the video_api role.
 
-bundle:     a reproducible tar of a source tree (tests and bytecode left out). The tar only
+bundle:     a reproducible tar of a source tree (bytecode and tool caches left out). The tar only
             changes when a file's content, name or mode changes, so shipping it is idempotent.
 wheelhouse: the pinned requirements as binary wheels for one target (CPython X.Y, glibc,
             machine), downloaded once into a cache directory and reused for every host of
@@ -21,7 +21,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-EXCLUDED_DIRS = {"__pycache__", "tests", ".pytest_cache", ".ruff_cache"}
+EXCLUDED_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
 EXCLUDED_SUFFIXES = {".pyc", ".pyo"}
 # A fixed mtime keeps the tar a function of content alone; the unpacked files carry it too.
 FIXED_MTIME = 315532800  # 1980-01-01
