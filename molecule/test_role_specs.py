@@ -1,7 +1,7 @@
 """Each role's meta/argument_specs.yml (which its README is generated from) against what it documents.
 
-- defaults/main.yml: the spec gives every default and nothing else (Ansible does not apply a spec's default,
-  so one that differs from defaults/ is a lie in the docs);
+- defaults/main.yml: the spec (all its entry points) gives every default and nothing else (Ansible does not
+  apply a spec's default, so one that differs from defaults/ is a lie in the docs);
 - meta/main.yml: the platforms are those the Molecule scenarios converge the role on.
 
 No Docker, no Ansible run: `make lint` runs it.
@@ -24,7 +24,11 @@ def load(path: Path):
 
 
 def spec_options(role: Path) -> dict:
-    return load(role / "meta/argument_specs.yml")["argument_specs"]["main"]["options"]
+    """The options of every entry point (main, and tasks_from ones such as rollback)."""
+    options = {}
+    for entry_point in load(role / "meta/argument_specs.yml")["argument_specs"].values():
+        options.update(entry_point.get("options", {}))
+    return options
 
 
 def public_defaults(role: Path) -> dict:
