@@ -141,11 +141,11 @@ async def reads(name: str, store, seconds: float, callers_levels=(1, 16)) -> Non
 
 async def claims(url: str, claimers: int, queued: int) -> str:
     fill_postgres(url, queued, status="queued")
-    stores = [await PostgresTaskStore.connect(url, pool_size=1) for _ in range(claimers)]
+    stores = [await PostgresTaskStore.connect(url, f"n{index}", 30, pool_size=1) for index in range(claimers)]
 
     async def claim_all(store, index) -> int:
         claimed = 0
-        while await store.claim_next(f"n{index}", 30) is not None:
+        while await store.claim_next() is not None:
             claimed += 1
         return claimed
 

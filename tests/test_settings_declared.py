@@ -17,7 +17,7 @@ ROLE_DERIVED = {
 }
 # Role defaults that differ from the service's, on purpose.
 ROLE_OVERRIDES: dict[str, str] = {}
-TABLE_START, TABLE_END = "<!-- settings table: generated from app/config.py -->", "<!-- end of settings table -->"
+TABLE_START, TABLE_END = "<!-- settings table: generated from app/settings.py -->", "<!-- end of settings table -->"
 
 
 def shown(value) -> str:
