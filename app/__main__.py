@@ -17,7 +17,7 @@ from aiohttp import web
 from app.api.application import create_app
 from app.api.keys import MANAGER
 from app.api.protocol_errors import AppRunner
-from app.settings import ConfigError, load_settings
+from app.settings import ConfigError, Settings, load_settings
 from app.store.base import StoreConnectError
 
 SHUTDOWN_TIMEOUT_S = 3.0
@@ -37,7 +37,7 @@ def _exit_now(application: web.Application) -> None:
     os._exit(1)
 
 
-async def serve(settings) -> None:
+async def serve(settings: Settings) -> None:
     application = create_app(settings)
     runner = AppRunner(application, shutdown_timeout=SHUTDOWN_TIMEOUT_S, handle_signals=False, access_log=None)
     await runner.setup()
@@ -62,7 +62,7 @@ async def serve(settings) -> None:
     log.info("stopped")
 
 
-def _code_stamp() -> dict:
+def _code_stamp() -> dict[Path, float]:
     root = Path(__file__).parent
     # The web page's files count too: app/api/webpage.py reads them once per process.
     paths = [*root.rglob("*.py"), *(root / "api" / "static").iterdir()]

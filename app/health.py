@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 async def check(settings: Settings, store: TaskStore, running_workers: int, cluster: "Cluster | None") -> Health:
     checks: dict[str, dict[str, Any]] = {}
-    versions = dict(_static_versions())
+    versions: dict[str, str | None] = dict(_static_versions())
     members = {"node": settings.node_name, "nodes": [settings.node_name]}
     started = time.perf_counter()
     try:
@@ -67,11 +67,16 @@ async def check(settings: Settings, store: TaskStore, running_workers: int, clus
 
 
 @functools.cache
-def _static_versions() -> dict:
+def _static_versions() -> dict[str, str]:
     # yt_dlp/version.py holds only constants: run alone, it gives the version without importing
     # yt-dlp into the main process, and without importlib.metadata (~1.4 MB of RSS for two lookups).
-    package_dir = importlib.util.find_spec("yt_dlp").submodule_search_locations[0]
+    package = importlib.util.find_spec("yt_dlp")
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("yt-dlp is not installed")
+    package_dir = package.submodule_search_locations[0]
     spec = importlib.util.spec_from_file_location("yt_dlp_version", Path(package_dir) / "version.py")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"yt-dlp's version module cannot be loaded from {package_dir}")
     yt_dlp_version = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(yt_dlp_version)
     return {
@@ -82,6 +87,6 @@ def _static_versions() -> dict:
     }
 
 
-def _probe_writable(folder) -> None:
+def _probe_writable(folder: Path) -> None:
     with tempfile.NamedTemporaryFile(dir=folder, prefix=".health-"):
         pass

@@ -6,10 +6,14 @@ idle service, and counting a request is a dict update instead of labels() with i
 """
 
 import bisect
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from app.store.base import STATUSES
+
+if TYPE_CHECKING:  # prometheus-client is imported on the first scrape only
+    from prometheus_client.core import HistogramMetricFamily, Metric
 
 # Downloads and extractions of test clips take ~1 s, of real videos up to an hour.
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -17,7 +21,7 @@ HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class _Histogram:
-    def __init__(self, buckets: tuple):
+    def __init__(self, buckets: tuple[float, ...]) -> None:
         self.buckets = buckets
         self.counts = [0] * (len(buckets) + 1)  # the last one is +Inf
         self.sum = 0.0
@@ -27,10 +31,11 @@ class _Histogram:
         self.counts[bisect.bisect_left(self.buckets, value)] += 1
         self.sum += value
 
-    def add_to(self, family, labels: list) -> None:
+    def add_to(self, family: "HistogramMetricFamily", labels: list[str]) -> None:
         from prometheus_client.utils import floatToGoString
 
-        cumulative, total = [], 0
+        cumulative: list[tuple[str, float]] = []
+        total = 0
         for bound, count in zip((*map(floatToGoString, self.buckets), "+Inf"), self.counts, strict=True):
             total += count
             cumulative.append((bound, total))
@@ -38,7 +43,7 @@ class _Histogram:
 
 
 class Metrics:
-    def __init__(self):
+    def __init__(self) -> None:
         self.downloaded_bytes = 0
         self.finished: dict[str, int] = {}
         self.download_seconds = _Histogram(DURATION_BUCKETS)
@@ -68,7 +73,7 @@ class Metrics:
             histogram = self.http_seconds[key[:2]] = _Histogram(HTTP_BUCKETS)
         histogram.observe(seconds)
 
-    def render(self, counts: dict, running: int, used_bytes: int, free_bytes: int) -> web.Response:
+    def render(self, counts: dict[str, int], running: int, used_bytes: int, free_bytes: int) -> web.Response:
         from prometheus_client import generate_latest
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
         from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -79,8 +84,8 @@ class Metrics:
         finished = CounterMetricFamily(
             "video_api_tasks_finished", "Tasks that ended, by final status.", labels=["status"]
         )
-        for status, n in self.finished.items():
-            finished.add_metric([status], n)
+        for final_status, n in self.finished.items():
+            finished.add_metric([final_status], n)
         download_seconds = HistogramMetricFamily(
             "video_api_download_duration_seconds", "Download time of completed tasks (retries included)."
         )
@@ -92,8 +97,8 @@ class Metrics:
         requests = CounterMetricFamily(
             "video_api_http_requests", "HTTP requests by route and status.", labels=["method", "route", "status"]
         )
-        for (method, route, status), n in self.http_requests.items():
-            requests.add_metric([method, route, str(status)], n)
+        for (method, route, http_status), n in self.http_requests.items():
+            requests.add_metric([method, route, str(http_status)], n)
         latency = HistogramMetricFamily(
             "video_api_http_request_duration_seconds", "HTTP request latency by route.", labels=["method", "route"]
         )
@@ -122,8 +127,8 @@ class Metrics:
 class _Families:
     """What generate_latest() reads from a registry: collect() yielding the metric families."""
 
-    def __init__(self, families: list):
+    def __init__(self, families: list["Metric"]) -> None:
         self.families = families
 
-    def collect(self):
+    def collect(self) -> list["Metric"]:
         return self.families

@@ -9,21 +9,33 @@ import ipaddress
 import os
 import socket
 import urllib.parse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from app.ascii_numbers import ascii_decimal, ascii_int
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MIN_TOKEN_LENGTH = 16
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+_T = TypeVar("_T")
 
 
 class ConfigError(ValueError):
     """One invalid setting; str() is the one-line message printed at start-up."""
 
 
-def setting(env: str, default, doc: str, *, low=None, high=None, secret: bool = False, file: bool = False):
+def setting(
+    env: str,
+    default: _T,
+    doc: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    secret: bool = False,
+    file: bool = False,
+) -> _T:
     """A field read from the environment variable env. low/high bound numbers; a secret is left
     out of repr(); file: a `<env>_FILE` variable may name a file holding the value."""
     metadata = {"env": env, "doc": doc, "low": low, "high": high, "file": file}
@@ -214,7 +226,7 @@ class Settings:
 DECLARED = tuple(dataclasses.fields(Settings))
 
 
-def _integer(name: str, raw: str, spec: dataclasses.Field) -> int:
+def _integer(name: str, raw: str, spec: dataclasses.Field[Any]) -> int:
     value = ascii_int(raw)
     if value is None:
         raise ConfigError(f"{name}={raw!r} is not an integer")
@@ -223,7 +235,7 @@ def _integer(name: str, raw: str, spec: dataclasses.Field) -> int:
     return value
 
 
-def _number(name: str, raw: str, spec: dataclasses.Field) -> float:
+def _number(name: str, raw: str, spec: dataclasses.Field[Any]) -> float:
     value = ascii_decimal(raw)
     if value is None:
         raise ConfigError(f"{name}={raw!r} is not a number")
@@ -236,17 +248,17 @@ def _items(raw: str) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def _networks(name: str, raw: str, spec: dataclasses.Field) -> Networks:
+def _networks(name: str, raw: str, spec: dataclasses.Field[Any]) -> Networks:
     networks = []
     for item in _items(raw):
         try:
             networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
             raise ConfigError(f"{name}: {item!r} is not a CIDR network") from None
-    return tuple(networks) or spec.default
+    return tuple(networks) or cast(Networks, spec.default)
 
 
-def _origins(name: str, raw: str, spec: dataclasses.Field) -> tuple[str, ...]:
+def _origins(name: str, raw: str, spec: dataclasses.Field[Any]) -> tuple[str, ...]:
     origins = []
     for item in _items(raw):
         if item != "*":
@@ -258,7 +270,7 @@ def _origins(name: str, raw: str, spec: dataclasses.Field) -> tuple[str, ...]:
     return tuple(origins)
 
 
-def _log_level(name: str, raw: str, spec: dataclasses.Field) -> str:
+def _log_level(name: str, raw: str, spec: dataclasses.Field[Any]) -> str:
     level = raw.upper()
     if level not in LOG_LEVELS:
         raise ConfigError(f"{name}={level!r} must be one of {', '.join(LOG_LEVELS)}")
@@ -286,7 +298,7 @@ def _file_lines(origin: str, path: str, what: str) -> list[str]:
     return lines
 
 
-def _database_url(name: str, raw: str, spec: dataclasses.Field) -> str:
+def _database_url(name: str, raw: str, spec: dataclasses.Field[Any]) -> str:
     parts = urllib.parse.urlsplit(raw)
     if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
         # Named without the value: it may hold a password.
@@ -294,7 +306,7 @@ def _database_url(name: str, raw: str, spec: dataclasses.Field) -> str:
     return raw
 
 
-def _tokens(env, name: str) -> tuple[str, ...]:
+def _tokens(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     tokens = [_check_token(token, name) for token in _items(env.get(name, ""))]
     path = env.get(f"{name}_FILE", "").strip()
     if path:
@@ -303,7 +315,7 @@ def _tokens(env, name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(tokens))
 
 
-def _secret(env, name: str) -> str:
+def _secret(env: Mapping[str, str], name: str) -> str:
     origin, secret = name, env.get(name, "").strip()
     path = env.get(f"{name}_FILE", "").strip()
     if path:
@@ -315,7 +327,8 @@ def _secret(env, name: str) -> str:
 
 
 # How a raw value becomes a field's value, by the field's type (names where the type is shared).
-_PARSERS = {
+Parser = Callable[[str, str, dataclasses.Field[Any]], Any]
+_PARSERS: dict[object, Parser] = {
     int: _integer,
     float: _number,
     str: lambda name, raw, spec: raw,
@@ -327,10 +340,10 @@ _PARSERS = {
 }
 
 
-def load_settings(env=None) -> Settings:
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read every setting from env (default os.environ); raise ConfigError on the first bad one."""
     env = os.environ if env is None else env
-    values = {}
+    values: dict[str, Any] = {}
     for spec in DECLARED:
         name = spec.metadata["env"]
         if spec.name == "tokens":
@@ -338,14 +351,14 @@ def load_settings(env=None) -> Settings:
         elif spec.name in ("callback_secret", "cluster_secret"):
             values[spec.name] = _secret(env, name)
         elif raw := _value(env, spec):
-            values[spec.name] = _PARSERS.get(spec.name, _PARSERS.get(spec.type))(name, raw, spec)
+            values[spec.name] = (_PARSERS.get(spec.name) or _PARSERS[spec.type])(name, raw, spec)
     settings = Settings(**values)
     if settings.database_url and not settings.cluster_secret:
         raise ConfigError("VIDEO_API_CLUSTER_SECRET (or _FILE) is required with a PostgreSQL VIDEO_API_DATABASE_URL")
     return settings
 
 
-def _value(env, spec: dataclasses.Field) -> str:
+def _value(env: Mapping[str, str], spec: dataclasses.Field[Any]) -> str:
     """The raw value: the variable, or for a file setting the first line of the file its _FILE names."""
     name = spec.metadata["env"]
     path = env.get(f"{name}_FILE", "").strip() if spec.metadata["file"] else ""

@@ -6,9 +6,11 @@ declared on the field itself (`Meta(extra={"error": ...})`), so a new option is 
 """
 
 import datetime
+import enum
 import functools
 import typing
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 import msgspec
 from msgspec import Meta
@@ -18,7 +20,9 @@ from app.store.records import Status
 from app.tasks import media
 
 MAX_URL_LENGTH = 4096
-VIDEO_QUALITIES = ("360", "480", "720", "1080", "best")
+VideoQuality = Literal["360", "480", "720", "1080", "best"]
+VIDEO_QUALITIES: tuple[VideoQuality, ...] = typing.get_args(VideoQuality)
+_Query = TypeVar("_Query", bound=msgspec.Struct)
 
 
 class ContractError(Exception):
@@ -29,7 +33,7 @@ class ContractError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def _error(code: str, message: str) -> dict:
+def _error(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
 
 
@@ -48,14 +52,14 @@ class ProcessRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     extract_audio: Annotated[bool, Meta(extra=_error("invalid_option", "extract_audio must be true or false"))] = True
     keep_video: Annotated[bool, Meta(extra=_error("invalid_option", "keep_video must be true or false"))] = True
     video_quality: Annotated[
-        Literal[(*VIDEO_QUALITIES, 360, 480, 720, 1080)],
+        Literal[VideoQuality, 360, 480, 720, 1080],
         Meta(
             description="Largest video height, or best.",
             extra=_error("invalid_option", f"video_quality must be one of {', '.join(VIDEO_QUALITIES)}"),
         ),
     ] = "best"
     audio_format: Annotated[
-        Literal[media.AUDIO_FORMATS],
+        media.AudioFormat,
         Meta(extra=_error("invalid_option", f"audio_format must be one of {', '.join(media.AUDIO_FORMATS)}")),
     ] = "mp3"
     audio_bitrate: Annotated[
@@ -74,25 +78,27 @@ class ProcessRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         ),
     ] = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         # Checks across fields and spellings a type cannot express; messages as the API has always given.
         if not self.extract_audio and not self.keep_video:
             raise ValueError("extract_audio and keep_video are both false: nothing to produce")
-        self.video_quality = str(self.video_quality)
+        # A height given as a number becomes its name: 720 -> "720", one of VIDEO_QUALITIES.
+        self.video_quality = cast(VideoQuality, str(self.video_quality))
         bitrate = self.audio_bitrate
         if isinstance(bitrate, str):
             bitrate = bitrate.strip().lower().removesuffix("k")
             if bitrate != "best":
-                bitrate = ascii_int(bitrate)
-                if bitrate is None:
+                number = ascii_int(bitrate)
+                if number is None:
                     raise ValueError("audio_bitrate must be a number of kbps (32-512) or 'best'")
-        if bitrate != "best":
+                bitrate = number
+        if isinstance(bitrate, int):  # every value but "best" is a number by now
             if not 32 <= bitrate <= 512:
                 raise ValueError("audio_bitrate must be between 32 and 512 kbps")
             bitrate = str(bitrate)
         self.audio_bitrate = bitrate
 
-    def options(self) -> dict:
+    def options(self) -> dict[str, Any]:
         """The download options a task records (and deduplicates on)."""
         return {name: getattr(self, name) for name in self.__struct_fields__ if name not in ("url", "callback_url")}
 
@@ -210,7 +216,7 @@ MODELS = (ProcessRequest, Accepted, TaskView, TaskList, Error, Index, Health, St
 
 
 @functools.cache
-def _errors_of(model: type) -> dict[str, dict]:
+def _errors_of(model: type) -> dict[str, dict[str, Any]]:
     """Each field's declared JSON error (from its Meta extra)."""
     hints = typing.get_type_hints(model, include_extras=True)
     return {
@@ -234,7 +240,7 @@ def decode_process_request(body: bytes) -> ProcessRequest:
         raise ContractError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
 
 
-def _contract_error(model: type, message: str, body: bytes) -> ContractError:
+def _contract_error(model: type[msgspec.Struct], message: str, body: bytes) -> ContractError:
     if message.startswith("Expected `object`"):
         return ContractError(400, "invalid_json", "request body must be a JSON object")
     if message.startswith("Object contains unknown field"):
@@ -244,16 +250,18 @@ def _contract_error(model: type, message: str, body: bytes) -> ContractError:
     if message == "Object missing required field `url`":
         return ContractError(422, "invalid_url", "url is required")
     field = message.rpartition("- at `$.")[2].rstrip("`") if "- at `$." in message else None
-    declared = _errors_of(model).get(field)
+    declared = _errors_of(model).get(field) if field is not None else None
     if declared:
         return ContractError(422, **declared["error"])
     return ContractError(422, "invalid_option", message)  # a __post_init__ check: its message as it is
 
 
-def parse_query(model: type, query) -> Any:
+def parse_query(model: type[_Query], query: Mapping[str, str]) -> _Query:
     """Query parameters into model: numbers are ASCII digits only, bounds come from the model."""
-    info = {field.name: field.type for field in msgspec.inspect.type_info(model).fields}
-    values = {}
+    struct = msgspec.inspect.type_info(model)
+    assert isinstance(struct, msgspec.inspect.StructType)  # _Query is a Struct
+    info = {field.name: field.type for field in struct.fields}
+    values: dict[str, str | int] = {}
     for name, raw in query.items():
         kind = info.get(name)
         if kind is None:
@@ -274,19 +282,21 @@ def parse_query(model: type, query) -> Any:
         raise ContractError(422, "invalid_parameter", f"{field} must be one of {choices}") from None
 
 
-def _members(kind) -> list:
+def _members(kind: msgspec.inspect.Type) -> list[msgspec.inspect.Type]:
     members = kind.types if isinstance(kind, msgspec.inspect.UnionType) else (kind,)
     return [member.type if isinstance(member, msgspec.inspect.Metadata) else member for member in members]
 
 
-def _int_bounds(kind) -> tuple[int, int] | None:
+def _int_bounds(kind: msgspec.inspect.Type) -> tuple[int, int] | None:
     for candidate in _members(kind):
         if isinstance(candidate, msgspec.inspect.IntType):
+            # Every integer parameter declares both bounds (Meta(ge=..., le=...)).
+            assert candidate.ge is not None and candidate.le is not None, "an integer parameter without bounds"
             return candidate.ge, candidate.le
     return None
 
 
-def _enum_of(kind) -> type:
+def _enum_of(kind: msgspec.inspect.Type) -> type[enum.Enum]:
     return next(candidate.cls for candidate in _members(kind) if isinstance(candidate, msgspec.inspect.EnumType))
 
 

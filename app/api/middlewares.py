@@ -6,8 +6,10 @@ import hmac
 import logging
 import re
 import time
+from collections.abc import Mapping
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from app.api.contract import Error, ErrorBody, encode
 from app.api.keys import METRICS, SETTINGS, TOKEN_DIGESTS
@@ -21,19 +23,19 @@ log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
-def error_response(status: int, code: str, message: str, headers=None) -> web.Response:
+def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.Response(
         body=encode(Error(ErrorBody(code, message))), status=status, headers=headers, content_type="application/json"
     )
 
 
 @web.middleware
-async def json_errors(request: web.Request, handler):
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
@@ -55,7 +57,7 @@ def token_digest(token: bytes) -> bytes:
 
 
 @web.middleware
-async def require_token(request: web.Request, handler):
+async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith("/api/") and request.path not in PUBLIC_API_PATHS:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         given_digest = token_digest(given.strip().encode())
@@ -74,7 +76,7 @@ async def require_token(request: web.Request, handler):
 
 
 @web.middleware
-async def count_requests(request: web.Request, handler):
+async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     status = 500
     try:
@@ -97,7 +99,7 @@ def _allowed_origin(request: web.Request) -> str | None:
 
 
 @web.middleware
-async def cors(request: web.Request, handler):
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     # Tokens travel in the Authorization header, not in cookies, so Allow-Credentials is never
     # sent: "*" can never be combined with credentials.
     allowed = _allowed_origin(request)

@@ -4,21 +4,25 @@ schemas from the contract's models (app/contract.py). Nothing in it is written t
 import copy
 import functools
 import re
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeGuard, TypeVar
 
 import msgspec
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 import app
 from app.api import contract
 
 SCHEMA_REF = "#/components/schemas/{name}"
+_Handler = TypeVar("_Handler", bound=Handler)
 
 
 @dataclass(frozen=True)
 class Reply:
     description: str
-    model: type | None = None  # None: the error object for 4xx/5xx, a plain object for JSON 2xx
+    model: type[msgspec.Struct] | None = None  # None: the error object for 4xx/5xx, a plain object for JSON 2xx
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
 
@@ -27,31 +31,52 @@ class Reply:
 class Operation:
     summary: str
     replies: dict[int, Reply]
-    body: type | None = None
-    query: type | None = None
+    body: type[msgspec.Struct] | None = None
+    query: type[msgspec.Struct] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     public: bool = False  # no token needed even when tokens are configured
 
 
-def describe(summary: str, replies: dict[int, Reply], *, body=None, query=None, headers=None, public=False):
+class Described(Protocol):
+    """A handler with its OpenAPI operation attached (by @describe)."""
+
+    operation: Operation
+
+    def __call__(self, request: web.Request, /) -> Awaitable[web.StreamResponse]: ...
+
+
+def describe(
+    summary: str,
+    replies: dict[int, Reply],
+    *,
+    body: type[msgspec.Struct] | None = None,
+    query: type[msgspec.Struct] | None = None,
+    headers: dict[str, str] | None = None,
+    public: bool = False,
+) -> Callable[[_Handler], _Handler]:
     """Attach the handler's OpenAPI operation to it."""
 
-    def mark(handler):
-        handler.operation = Operation(summary, replies, body, query, headers or {}, public)
+    def mark(handler: _Handler) -> _Handler:
+        # A function attribute, which a Callable type cannot declare: set through the function's __dict__.
+        vars(handler)["operation"] = Operation(summary, replies, body, query, headers or {}, public)
         return handler
 
     return mark
 
 
-def operations(router: web.UrlDispatcher):
+def _is_described(handler: object) -> TypeGuard[Described]:
+    return hasattr(handler, "operation")
+
+
+def operations(router: web.UrlDispatcher) -> Iterator[tuple[str, str, Described]]:
     """(path, METHOD, handler) of every described route; the web page's routes have none."""
     for resource in router.resources():
         for route in resource:
-            if hasattr(route.handler, "operation") and route.method != "HEAD":
+            if _is_described(route.handler) and route.method != "HEAD":
                 yield resource.canonical, route.method, route.handler
 
 
-def _content(reply: Reply, status: int) -> dict:
+def _content(reply: Reply, status: int) -> dict[str, Any]:
     if reply.content_type != "application/json":
         schema = {"type": "string", "format": "binary"} if reply.content_type == "*/*" else {"type": "string"}
     elif reply.model is not None:
@@ -63,8 +88,8 @@ def _content(reply: Reply, status: int) -> dict:
     return {reply.content_type: {"schema": schema}}
 
 
-def _response(reply: Reply, status: int) -> dict:
-    response = {"description": reply.description}
+def _response(reply: Reply, status: int) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": reply.description}
     if status not in (303,):
         response["content"] = _content(reply, status)
     if reply.headers:
@@ -74,8 +99,8 @@ def _response(reply: Reply, status: int) -> dict:
     return response
 
 
-def _parameters(path: str, operation: Operation, components: dict) -> list[dict]:
-    parameters = [
+def _parameters(path: str, operation: Operation, components: dict[str, Any]) -> list[dict[str, Any]]:
+    parameters: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in re.findall(r"{(\w+)}", path)
     ]
@@ -98,14 +123,14 @@ def _parameters(path: str, operation: Operation, components: dict) -> list[dict]
 
 
 @functools.cache
-def _build(routes: tuple) -> bytes:
+def _build(routes: tuple[tuple[str, str, Described], ...]) -> bytes:
     described = [(path, method, handler.operation) for path, method, handler in routes]
-    models = {*contract.MODELS}
+    models: set[type[msgspec.Struct]] = {*contract.MODELS}
     models.update(op.query for _, _, op in described if op.query is not None)
     _, components = msgspec.json.schema_components(sorted(models, key=lambda m: m.__name__), ref_template=SCHEMA_REF)
-    paths: dict[str, dict] = {}
+    paths: dict[str, dict[str, Any]] = {}
     for path, method, operation in described:
-        item = {"summary": operation.summary, "responses": {}}
+        item: dict[str, Any] = {"summary": operation.summary, "responses": {}}
         parameters = _parameters(path, operation, components)
         if parameters:
             item["parameters"] = parameters

@@ -15,7 +15,13 @@ log = logging.getLogger(__name__)
 
 
 class _RequestHandler(web_protocol.RequestHandler):
-    def handle_error(self, request, status=500, exc=None, message=None) -> web.StreamResponse:
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
         log.info(
             "request from %s answered %d without reaching the API (%s)",
             request.remote,

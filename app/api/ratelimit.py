@@ -2,6 +2,7 @@
 
 import math
 import time
+from collections.abc import Callable
 
 # Above this many tracked clients, buckets that have refilled completely are forgotten
 # (a full bucket is what a new client gets anyway), so memory stays bounded.
@@ -11,7 +12,7 @@ PRUNE_ABOVE = 10_000
 class RateLimiter:
     """`burst` requests at once per client, refilled at `per_minute` a minute."""
 
-    def __init__(self, per_minute: float, burst: int, clock=time.monotonic):
+    def __init__(self, per_minute: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = per_minute / 60.0
         self.burst = float(burst)
         self.clock = clock

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -70,7 +70,7 @@ class Cluster:
         if self._proxy is not None:
             await self._proxy.close()
 
-    async def nodes_alive(self) -> list[dict]:
+    async def nodes_alive(self) -> list[dict[str, Any]]:
         """{node, url, last_seen} of the hosts that renewed within a lease."""
         return await self._database.nodes_alive(time.time() - self._lease_s)
 

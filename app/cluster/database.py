@@ -9,10 +9,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 
 from app.store.base import EXPIRED_MESSAGE
-from app.store.postgres import RUNNING_SQL, scrub
+from app.store.postgres import RUNNING_SQL, Pool, scrub
 
 # LISTEN/NOTIFY channel of task changes: payload "<node> <task id>".
 CHANNEL = "video_api_tasks"
@@ -21,14 +20,14 @@ log = logging.getLogger(__name__)
 
 
 class ClusterDatabase:
-    def __init__(self, pool: AsyncConnectionPool, url: str, node: str) -> None:
+    def __init__(self, pool: Pool, url: str, node: str) -> None:
         self._pool = pool
         self._url = url  # for messages: scrubbed of its password before it is shown
         self.node = node
 
     async def _rows(self, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
         async with self._pool.connection() as conn:
-            return await (await conn.execute(sql, params)).fetchall()  # type: ignore[return-value]
+            return await (await conn.execute(sql, params)).fetchall()
 
     async def heartbeat(self, url: str) -> None:
         """Record that this node is alive and reachable at url."""
@@ -84,9 +83,12 @@ class ClusterDatabase:
     async def listen(self, on_change: Callable[[str | None], Awaitable[None]]) -> None:
         """Until cancelled, await on_change(task_id) for each task another host announced, and
         on_change(None) after (re)connecting, when announcements may have been missed."""
+        conninfo = self._pool.conninfo
+        # PostgresTaskStore.connect() builds the pool from a string, not a function returning one.
+        assert isinstance(conninfo, str)
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self._pool.conninfo, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     await on_change(None)
                     async for notice in conn.notifies():

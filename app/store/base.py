@@ -108,7 +108,9 @@ class TaskStore(abc.ABC):
         """update(), only while this node owns the task."""
         return await self._update_and_tell(task_id, fields, only_if, owned=True)
 
-    async def _update_and_tell(self, task_id: str, fields: dict[str, Any], only_if: tuple[str, ...], owned: bool):
+    async def _update_and_tell(
+        self, task_id: str, fields: dict[str, Any], only_if: tuple[str, ...], owned: bool
+    ) -> bool:
         unknown = set(fields) - UPDATABLE
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
@@ -159,7 +161,8 @@ class TaskStore(abc.ABC):
     async def page(self, status: str | None, limit: int, offset: int, before: int | None = None) -> list[TaskRecord]:
         """Newest first; with before, only tasks older than the task whose seq it is."""
         mark = self.MARK
-        conditions, params = [f"seq < {mark}"], [_NO_CURSOR if before is None else before]
+        conditions = [f"seq < {mark}"]
+        params: list[int | str] = [_NO_CURSOR if before is None else before]
         if status is not None:
             conditions.append(f"status = {mark}")
             params.append(status)

@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -31,6 +31,8 @@ from app.store.records import NewFile, NewTask, TaskRecord
 _MIGRATION_LOCK = 0x76696431  # "vid1"
 _CREATE_LOCK = 0x76696432  # "vid2"
 _FOLD_AT = 256
+# The pool's connections return rows as dicts (row_factory=dict_row).
+Pool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
 # LISTEN/NOTIFY channel of task changes: payload "<node> <task id>".
 _CHANNEL = "video_api_tasks"
 _RELISTEN_S = 1.0
@@ -132,8 +134,9 @@ def scrub(text: str, url: str) -> str:
     except psycopg.Error:
         password = None
     text = text.replace(url, redact_url(url))
-    for secret in {password, password and urllib.parse.quote(password, safe="")} - {None, ""}:
-        text = text.replace(secret, "***")
+    if isinstance(password, str) and password:
+        for secret in {password, urllib.parse.quote(password, safe="")}:
+            text = text.replace(secret, "***")
     return text
 
 
@@ -144,7 +147,7 @@ class PostgresTaskStore(TaskStore):
 
     MARK = "%s"
 
-    def __init__(self, url: str, pool: AsyncConnectionPool, node: str | None, lease_s: float | None) -> None:
+    def __init__(self, url: str, pool: Pool, node: str | None, lease_s: float | None) -> None:
         super().__init__(node)
         self.url = url
         self.pool = pool
@@ -165,13 +168,16 @@ class PostgresTaskStore(TaskStore):
         """Connect, apply pending migrations and open the pool. Raises StoreConnectError."""
         try:
             params = conninfo_to_dict(url)
-            extra = {"connect_timeout": round(timeout_s), "application_name": "video-download-api"}
+            extra: dict[str, str | int] = {
+                "connect_timeout": round(timeout_s),
+                "application_name": "video-download-api",
+            }
             conninfo = make_conninfo(url, **{k: v for k, v in extra.items() if k not in params})
             # One connection of its own first: its error says why (the pool's would only time out).
             async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                 await _migrate(conn)
             # timeout: a call waits that long at most for a connection (health answers while the database is away).
-            pool = AsyncConnectionPool(
+            pool: Pool = AsyncConnectionPool(
                 conninfo,
                 min_size=1,
                 max_size=pool_size,
@@ -187,7 +193,7 @@ class PostgresTaskStore(TaskStore):
 
     async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         async with self.pool.connection() as conn:
-            return await (await conn.execute(sql, params)).fetchall()  # type: ignore[return-value]
+            return await (await conn.execute(sql, params)).fetchall()
 
     async def _ids(self, sql: str, params: tuple[Any, ...] = ()) -> list[str]:
         return [row["id"] for row in await self._rows(sql, params)]
@@ -202,11 +208,12 @@ class PostgresTaskStore(TaskStore):
                 )
                 existing = await cursor.fetchone()
                 if existing is not None:
-                    return existing, False
+                    return existing, False  # type: ignore[return-value]
                 cursor = await conn.execute(
                     "SELECT COALESCE(SUM(n), 0) AS queued, COUNT(*) AS deltas FROM task_counts WHERE status = 'queued'"
                 )
                 counted = await cursor.fetchone()
+                assert counted is not None  # an aggregate without GROUP BY: always one row
                 if counted["queued"] >= queue_limit:
                     raise QueueFullError(counted["queued"])
                 cursor = await conn.execute(
@@ -225,7 +232,7 @@ class PostgresTaskStore(TaskStore):
                 created = await cursor.fetchone()
             if counted["deltas"] > _FOLD_AT:
                 await conn.execute(_FOLD_COUNTS)
-        return created, True
+        return created, True  # type: ignore[return-value]
 
     async def counts(self) -> dict[str, int]:
         async with self.pool.connection() as conn:

@@ -7,7 +7,7 @@ stores against it (tests/store/test_store_contract.py).
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sized
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,7 @@ def _statements(script: str) -> Iterator[str]:
 WAL_SWITCH_TRIES = 50
 
 
-def _marks(values: Sized) -> str:
+def _marks(values: Collection[object]) -> str:
     return ", ".join("?" for _ in values)
 
 

@@ -9,8 +9,14 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+if TYPE_CHECKING:
+    import _socket  # the class that declares socket.socket's connect methods, in typeshed
+    from socket import _GetAddrInfoResult  # what socket.getaddrinfo() returns, in typeshed
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _ALLOWED_SCHEMES = ("http", "https")
 # Connections refused in this process, newest last: a worker names them when its task fails.
 refused: list[str] = []
@@ -24,7 +30,7 @@ class UnresolvableHostError(Exception):
     """The URL's host name does not resolve."""
 
 
-def blocked_reason(address: str, allow: Iterable) -> str | None:
+def blocked_reason(address: str, allow: Iterable[Network]) -> str | None:
     """Why address may not be reached, or None when it may."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -53,7 +59,7 @@ def check_url_syntax(url: str) -> str:
     return parts.hostname
 
 
-async def check_url_host(url: str, allow: Iterable) -> None:
+async def check_url_host(url: str, allow: Iterable[Network]) -> None:
     """Resolve the host of a URL that passed check_url_syntax and apply check_resolved to its
     addresses. Raises UnresolvableHostError or BlockedAddressError."""
     host = check_url_syntax(url)
@@ -66,7 +72,7 @@ async def check_url_host(url: str, allow: Iterable) -> None:
     check_resolved(host, [str(info[4][0]) for info in infos], allow)
 
 
-def check_resolved(host: str, addresses: Iterable[str], allow: Iterable) -> None:
+def check_resolved(host: str, addresses: Iterable[str], allow: Iterable[Network]) -> None:
     """Raise BlockedAddressError if host resolved to no address or to any blocked one.
 
     The one rule for host names, at submit and in every worker connect: a name with a single
@@ -82,7 +88,7 @@ def check_resolved(host: str, addresses: Iterable[str], allow: Iterable) -> None
             raise BlockedAddressError(f"host {host}: {reason}")
 
 
-def install_socket_guard(allow: Iterable) -> None:
+def install_socket_guard(allow: Iterable[Network]) -> None:
     """Patch socket connects in this (worker) process so every TCP connection is checked.
 
     Host names given to connect() are resolved here and the socket is connected to the checked
@@ -93,11 +99,13 @@ def install_socket_guard(allow: Iterable) -> None:
     raw_connect_ex = socket.socket.connect_ex
     raw_getaddrinfo = socket.getaddrinfo
 
-    def checked_getaddrinfo(host, port, *args, **kwargs):
+    def checked_getaddrinfo(
+        host: bytes | str | None, port: bytes | str | int | None, *args: int, **kwargs: int
+    ) -> "_GetAddrInfoResult":
         # HTTP clients resolve names themselves and connect to one address after another: without
         # this, a name with a blocked and an allowed address would quietly use the allowed one.
         infos = raw_getaddrinfo(host, port, *args, **kwargs)
-        inet = [info[4][0] for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
+        inet = [str(info[4][0]) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
         if inet and isinstance(host, str) and not _is_ip_literal(host):
             try:
                 check_resolved(host, inet, allow)
@@ -106,7 +114,8 @@ def install_socket_guard(allow: Iterable) -> None:
                 raise
         return infos
 
-    def checked_address(sock, address):
+    # A socket address: its shape depends on the socket's family (a tuple for AF_INET and AF_INET6).
+    def checked_address(sock: "_socket.socket", address: Any) -> Any:
         if sock.family not in (socket.AF_INET, socket.AF_INET6):
             return address
         host, port, *rest = address
@@ -118,15 +127,16 @@ def install_socket_guard(allow: Iterable) -> None:
             raise BlockedAddressError(reason)
         return (host, port, *rest)
 
-    def connect(sock, address):
+    def connect(sock: "_socket.socket", address: Any) -> None:
         return raw_connect(sock, checked_address(sock, address))
 
-    def connect_ex(sock, address):
+    def connect_ex(sock: "_socket.socket", address: Any) -> int:
         return raw_connect_ex(sock, checked_address(sock, address))
 
     socket.getaddrinfo = checked_getaddrinfo
-    socket.socket.connect = connect
-    socket.socket.connect_ex = connect_ex
+    # Patching the class's methods is the point here; mypy refuses assignments to methods.
+    socket.socket.connect = connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
 
 
 def _is_ip_literal(host: str) -> bool:

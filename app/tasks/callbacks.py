@@ -16,10 +16,10 @@ import urllib.parse
 from collections.abc import Callable
 
 import aiohttp
-from aiohttp.abc import AbstractResolver
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 import app
-from app.settings import Settings
+from app.settings import Networks, Settings
 from app.store.records import FINISHED, TaskRecord
 from app.tasks import address_guard
 from app.tasks.retry import TRANSIENT_HTTP_STATUSES, backoff_s
@@ -36,11 +36,13 @@ def callback_signature(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class _GuardedResolver(AbstractResolver):
-    def __init__(self, allow):
+    def __init__(self, allow: Networks) -> None:
         self._inner = aiohttp.ThreadedResolver()
         self._allow = allow
 
-    async def resolve(self, host, port=0, family=socket.AF_INET):
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         infos = await self._inner.resolve(host, port, family)
         address_guard.check_resolved(host, [info["host"] for info in infos], self._allow)
         return infos
@@ -56,9 +58,9 @@ class Callbacks:
         self.settings = settings
         self.render = render  # task record -> the JSON body clients see for it (the API's task view)
         self._sent: set[str] = set()
-        self._deliveries: set[asyncio.Task] = set()
+        self._deliveries: set[asyncio.Task[bool]] = set()
 
-    def on_task(self, task: dict) -> None:
+    def on_task(self, task: TaskRecord) -> None:
         url = (task.get("options") or {}).get("callback_url")
         if not url or task["status"] not in FINISHED or task["id"] in self._sent:
             return
@@ -72,7 +74,7 @@ class Callbacks:
             delivery.cancel()
         await asyncio.gather(*self._deliveries, return_exceptions=True)
 
-    async def deliver(self, url: str, task: dict) -> bool:
+    async def deliver(self, url: str, task: TaskRecord) -> bool:
         body = self.render(task)
         attempts, delay = self.settings.callback_attempts, self.settings.retry_delay_s
         connector = aiohttp.TCPConnector(resolver=_GuardedResolver(self.settings.allow_networks), use_dns_cache=False)
@@ -91,7 +93,7 @@ class Callbacks:
         log.warning("task %s: callback given up after %d attempts (%s)", task["id"], attempts, outcome)
         return False
 
-    async def _post(self, session, url: str, task_id: str, body: bytes) -> tuple[str, bool]:
+    async def _post(self, session: aiohttp.ClientSession, url: str, task_id: str, body: bytes) -> tuple[str, bool]:
         """(what happened, worth retrying)."""
         host = urllib.parse.urlsplit(url).hostname or ""
         try:

@@ -9,9 +9,11 @@ import logging
 import re
 import time
 import urllib.error
+import urllib.request
 from collections.abc import Callable
+from http.client import HTTPMessage
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal, NoReturn
 
 import yt_dlp
 import yt_dlp.downloader.external
@@ -46,16 +48,26 @@ class FileTooLargeError(TaskError):
         super().__init__(f"file is larger than the limit of {limit_mb} MB (VIDEO_API_MAX_FILESIZE_MB)")
 
 
-def _refuse_ffmpeg_download(self, *args, **kwargs):
+def _refuse_ffmpeg_download(self: object, *args: object, **kwargs: object) -> NoReturn:
     # The socket guard cannot see FFmpeg's connections, so FFmpeg never downloads.
     raise TaskError("this media needs FFmpeg to fetch it from the network, which the service does not allow")
 
 
 yt_dlp.downloader.external.FFmpegFD._call_downloader = _refuse_ffmpeg_download
-_follow_redirect = yt_dlp.networking._urllib.RedirectHandler.redirect_request
+_follow_redirect: Callable[..., urllib.request.Request | None] = (
+    yt_dlp.networking._urllib.RedirectHandler.redirect_request
+)
 
 
-def _refuse_other_schemes(self, req, fp, code, msg, headers, newurl):
+def _refuse_other_schemes(
+    self: urllib.request.HTTPRedirectHandler,
+    req: urllib.request.Request,
+    fp: IO[bytes],
+    code: int,
+    msg: str,
+    headers: HTTPMessage,
+    newurl: str,
+) -> urllib.request.Request | None:
     # urllib follows redirects to ftp:// too, and the socket guard checks addresses, not schemes.
     try:
         address_guard.check_url_syntax(newurl)
@@ -87,7 +99,7 @@ class _Logger:
 
     def __init__(self, task_id: str):
         self.task_id = task_id
-        self.skip_reason = None
+        self.skip_reason: str | None = None
 
     def debug(self, message: str) -> None:
         if "max-filesize" in message:
@@ -104,7 +116,7 @@ class _Logger:
         log.error("task %s yt-dlp: %s", self.task_id, message)
 
 
-class _Progress(yt_dlp.postprocessor.PostProcessor):
+class _Progress(yt_dlp.postprocessor.PostProcessor):  # type: ignore[misc]  # yt-dlp has no type information
     """Turns yt-dlp progress hooks into throttled progress reports over all files of a task.
 
     As a 'before_dl' post-processor it learns how many files (video, audio) the download has,
@@ -121,11 +133,11 @@ class _Progress(yt_dlp.postprocessor.PostProcessor):
         self.last_sent = 0.0
         self.progress = 0.0
 
-    def run(self, info: dict):
+    def run(self, info: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
         self.parts = len(info.get("requested_formats") or ()) or 1
         return [], info
 
-    def hook(self, d: dict) -> None:
+    def hook(self, d: dict[str, Any]) -> None:
         downloaded = d.get("downloaded_bytes") or 0
         total = d.get("total_bytes") or d.get("total_bytes_estimate")
         # total_bytes is exact (Content-Length); an estimate alone must not fail a download.
@@ -168,7 +180,7 @@ def _display_name(title: str, suffix: str) -> str:
     return name[:150] + suffix
 
 
-def _video_info(info: dict) -> dict:
+def _video_info(info: dict[str, Any]) -> dict[str, Any]:
     keys = (
         "title",
         "duration",
@@ -312,7 +324,8 @@ def is_transient(error: BaseException) -> bool:
     unsupported URLs and size limits are final."""
     if address_guard.refused:
         return False
-    pending, seen = [error], set()
+    pending: list[BaseException | None] = [error]
+    seen: set[int] = set()
     while pending:
         current = pending.pop()
         if current is None or id(current) in seen:

@@ -10,6 +10,7 @@ when they are no longer there (buffer overrun, service restarted), a snapshot of
 import asyncio
 import collections
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from app.ascii_numbers import ascii_int
@@ -27,11 +28,11 @@ class Event:
     id: str
     seq: int
     kind: str  # "status" when the status changed (or a snapshot), else "progress"
-    task: dict
+    task: TaskRecord
 
 
 class _Stream:
-    def __init__(self):
+    def __init__(self) -> None:
         self.events: collections.deque[Event] = collections.deque(maxlen=EVENTS_PER_TASK)
         self.seq = 0
         self.changed = asyncio.Event()
@@ -45,11 +46,11 @@ class _Stream:
 
 
 class EventHub:
-    def __init__(self):
+    def __init__(self) -> None:
         self.boot = uuid.uuid4().hex[:8]
         self._streams: collections.OrderedDict[str, _Stream] = collections.OrderedDict()
         self.closing = asyncio.Event()
-        self.listeners: list = []  # called with every published task
+        self.listeners: list[Callable[[TaskRecord], None]] = []  # called with every published task
 
     def _stream(self, task_id: str) -> _Stream:
         stream = self._streams.get(task_id)
@@ -62,7 +63,7 @@ class EventHub:
         self._streams.move_to_end(task_id)
         return stream
 
-    def publish(self, task: dict, local: bool = True) -> None:
+    def publish(self, task: TaskRecord, local: bool = True) -> None:
         """A changed task to its followers; listeners (callbacks) hear only this host's own changes,
         so the host whose write made a status final is the one that acts on it."""
         stream = self._stream(task["id"])
@@ -93,7 +94,9 @@ class EventHub:
         """Ends every stream (service stopping)."""
         self.closing.set()
 
-    async def follow(self, task_id: str, last_event_id: str | None, store: TaskStore, keepalive_s: float):
+    async def follow(
+        self, task_id: str, last_event_id: str | None, store: TaskStore, keepalive_s: float
+    ) -> AsyncIterator[Event | None]:
         """Yields Events after last_event_id until the task is final; None every keepalive_s of silence."""
         stream = self._stream(task_id)
         stream.followers += 1
@@ -104,13 +107,16 @@ class EventHub:
             stream.followers -= 1
             stream.trim_if_finished()
 
-    async def _follow(self, stream: _Stream, task_id: str, last_event_id, store: TaskStore, keepalive_s: float):
+    async def _follow(
+        self, stream: _Stream, task_id: str, last_event_id: str | None, store: TaskStore, keepalive_s: float
+    ) -> AsyncIterator[Event | None]:
         after = _seq(last_event_id, self.boot)
         oldest = stream.events[0].seq if stream.events else stream.seq + 1
         if after is None or after < oldest - 1 or after > stream.seq:
             # Cannot replay from there: start with the task as it is now.
             after = stream.seq
             task = await store.get(task_id)
+            assert task is not None  # follow() is for a task that exists, and tasks are never deleted
             yield Event(f"{self.boot}-{after}", after, "status", task)
             if task["status"] in FINISHED:
                 return

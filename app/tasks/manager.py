@@ -57,7 +57,9 @@ def dedupe_key(url: str, options: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps([url, options], sort_keys=True).encode()).hexdigest()
 
 
-def _kill_group(pid: int) -> None:
+def _kill_group(pid: int | None) -> None:
+    if pid is None:  # a process never started has no group to kill
+        return
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -124,7 +126,7 @@ class Manager:
             self._wakeup.set()
         return task, created
 
-    async def cancel(self, task: TaskRecord) -> TaskRecord | None:
+    async def cancel(self, task: TaskRecord) -> TaskRecord:
         """Stop the task if it is active and delete its files; returns the task as it is now."""
         task_id = task["id"]
         if task["status"] in ACTIVE:
@@ -144,7 +146,9 @@ class Manager:
             _kill_group(running.process.pid)
             await asyncio.shield(running.exited)
         await self._delete_files(task_id, "deleted with the task")
-        return await self.store.get(task_id)
+        current = await self.store.get(task_id)
+        assert current is not None  # tasks are never deleted, only cancelled
+        return current
 
     async def shutdown(self) -> None:
         """Kill all workers and leave their tasks queued, to resume on the next start."""
@@ -280,7 +284,7 @@ class Manager:
         task_id = running.task["id"]
         match report:
             case Progress():
-                fields = {
+                fields: dict[str, Any] = {
                     "progress": report.progress,
                     "downloaded_bytes": report.downloaded_bytes,
                     "total_bytes": report.total_bytes,

@@ -4,8 +4,10 @@ import asyncio
 import json
 import subprocess
 from pathlib import Path
+from typing import Any, Literal, get_args
 
-AUDIO_FORMATS = ("mp3", "m4a", "opus", "flac", "wav")
+AudioFormat = Literal["mp3", "m4a", "opus", "flac", "wav"]
+AUDIO_FORMATS: tuple[AudioFormat, ...] = get_args(AudioFormat)
 
 CONTENT_TYPES = {
     ".mp4": "video/mp4",
@@ -43,7 +45,7 @@ def content_type(path: str) -> str:
     return CONTENT_TYPES.get(Path(path).suffix.lower(), "application/octet-stream")
 
 
-def _run(command: list[str], timeout: float | None = None) -> subprocess.CompletedProcess:
+def _run(command: list[str], timeout: float | None = None) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout)
     except FileNotFoundError:
@@ -52,7 +54,7 @@ def _run(command: list[str], timeout: float | None = None) -> subprocess.Complet
         raise MediaError(f"{command[0]} did not finish within {timeout} s") from None
 
 
-def probe(path: Path) -> dict:
+def probe(path: Path) -> dict[str, Any]:
     """ffprobe's format and streams of a local file; raises MediaError if it is not media."""
     result = _run(
         [
@@ -71,10 +73,11 @@ def probe(path: Path) -> dict:
     )
     if result.returncode != 0:
         raise MediaError(f"ffprobe rejected {path.name}: {result.stderr.strip()[-300:]}")
-    return json.loads(result.stdout)
+    info: dict[str, Any] = json.loads(result.stdout)
+    return info
 
 
-def verify(path: Path, kind: str) -> dict:
+def verify(path: Path, kind: str) -> dict[str, Any]:
     """Probe path and require a stream of its kind ('video' or 'audio') and a positive duration."""
     if not path.is_file() or path.stat().st_size == 0:
         raise MediaError(f"{kind} file {path.name} is missing or empty")

@@ -9,13 +9,33 @@ import logging
 import os
 import shutil
 import time
+from pathlib import Path
+from typing import TypedDict
 
 from app.settings import Settings
 from app.store.base import TaskStore
-from app.store.records import ACTIVE
+from app.store.records import ACTIVE, FileRecord
 
 MB = 1024 * 1024
 log = logging.getLogger(__name__)
+
+
+class Deleted(TypedDict):
+    """One file a pass deleted (the API's DeletedFile, app/api/contract.py)."""
+
+    file_id: str | None
+    task_id: str | None
+    kind: str
+    bytes: int
+    reason: str
+
+
+class Summary(TypedDict):
+    """What a pass deleted (the API's Cleanup)."""
+
+    deleted: list[Deleted]
+    files_deleted: int
+    bytes_freed: int
 
 
 class Retention:
@@ -27,10 +47,10 @@ class Retention:
     def _free_bytes(self) -> int:
         return shutil.disk_usage(self.settings.media_dir).free
 
-    async def run(self) -> dict:
+    async def run(self) -> Summary:
         """One pass; returns what was deleted and how many bytes that freed."""
         async with self._lock:
-            deleted = []
+            deleted: list[Deleted] = []
             cutoff = time.time() - self.settings.retention_hours * 3600
             live = await self.store.live_files()
             expired = [f for f in live if f["created_at"] <= cutoff]
@@ -46,7 +66,7 @@ class Retention:
             _, used = await self.store.live_bytes()
             if await self._excess(used + reserved) is None:
                 return True  # the usual case, without listing the files
-            deleted = []
+            deleted: list[Deleted] = []
             fits = await self._remove_excess(await self.store.live_files(), reserved, deleted)
         self._summary(deleted)
         return fits
@@ -60,13 +80,13 @@ class Retention:
             await asyncio.sleep(self.settings.retention_interval_s)
 
     @staticmethod
-    def _summary(deleted: list) -> dict:
+    def _summary(deleted: list[Deleted]) -> Summary:
         freed = sum(item["bytes"] for item in deleted)
         if deleted:
             log.info("retention deleted %d files, %d bytes", len(deleted), freed)
         return {"deleted": deleted, "files_deleted": len(deleted), "bytes_freed": freed}
 
-    async def _remove_excess(self, live: list[dict], reserved: int, deleted: list) -> bool:
+    async def _remove_excess(self, live: list[FileRecord], reserved: int, deleted: list[Deleted]) -> bool:
         """Oldest first, while the live files and `reserved` exceed the cap or free disk is under
         the floor; returns whether they fit in the end. The newest task's files are never taken
         for size: a download bigger than the cap stays until it expires (the cap holds within
@@ -90,7 +110,7 @@ class Retention:
             return f"free disk under {self.settings.min_free_mb} MB"
         return None
 
-    async def _remove(self, files: list[dict], reason: str, deleted: list) -> None:
+    async def _remove(self, files: list[FileRecord], reason: str, deleted: list[Deleted]) -> None:
         if not files:
             return
         media_dir = self.settings.media_dir
@@ -109,7 +129,7 @@ class Retention:
         for task_id in {f["task_id"] for f in files}:
             await self.store.update(task_id, {"message": f"files removed by retention: {reason}"}, ("completed",))
 
-    async def _remove_leftovers(self, deleted: list) -> None:
+    async def _remove_leftovers(self, deleted: list[Deleted]) -> None:
         """Partial files of tasks that are no longer active, and anything of unknown tasks."""
         media_dir = self.settings.media_dir
         live_paths = {f["path"] for f in await self.store.live_files()}
@@ -126,7 +146,7 @@ class Retention:
                 deleted.append(
                     {
                         "file_id": None,
-                        "task_id": task and task["id"],
+                        "task_id": None if task is None else task["id"],
                         "kind": "leftover",
                         "bytes": size,
                         "reason": "leftover of a task that is not active",
@@ -136,7 +156,7 @@ class Retention:
                 await asyncio.to_thread(shutil.rmtree, entry.path, True)
 
 
-def _list_dir(path) -> list[os.DirEntry]:
+def _list_dir(path: Path) -> list[os.DirEntry[str]]:
     try:
         return list(os.scandir(path))
     except FileNotFoundError:
@@ -147,7 +167,7 @@ def _walk_files(top: str) -> list[str]:
     return [os.path.join(root, name) for root, _, names in os.walk(top) for name in names]
 
 
-def _unlink(path) -> int:
+def _unlink(path: str | Path) -> int:
     """Remove a file; returns the bytes it held (0 if it was already gone)."""
     try:
         size = os.lstat(path).st_size

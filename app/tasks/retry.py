@@ -7,4 +7,5 @@ MAX_DELAY_S = 60.0
 
 def backoff_s(first_delay_s: float, attempt: int) -> float:
     """The wait after failed attempt number `attempt` (from 1): doubling, at most MAX_DELAY_S."""
-    return min(first_delay_s * 2 ** (attempt - 1), MAX_DELAY_S)
+    factor: int = 2 ** (attempt - 1)  # attempt >= 1: an int (typeshed types int ** int as Any)
+    return min(first_delay_s * factor, MAX_DELAY_S)

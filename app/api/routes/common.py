@@ -1,7 +1,9 @@
 """What every route module shares: JSON answers, and looking up the task or file a path names."""
 
 import re
+from collections.abc import Mapping
 
+import msgspec
 from aiohttp import web
 
 from app.api.contract import encode
@@ -15,7 +17,7 @@ NO_TASK = Reply("No such task.")
 RETRY_AFTER = {"Retry-After": "Seconds to wait."}
 
 
-def json_response(value, status: int = 200, headers=None) -> web.Response:
+def json_response(value: msgspec.Struct, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.Response(body=encode(value), status=status, headers=headers, content_type="application/json")
 
 
