@@ -49,8 +49,9 @@ pytest-fast: $(BIN)/activate
 # Docker-free: the container tests have their own target.
 pytest: $(BIN)/activate
 	$(BIN)/python -m pytest -m 'not container' tests
-	@# The same suite on the PostgreSQL task store (the web page's browser tests do not depend on it).
-	VIDEO_API_TEST_STORE=postgresql $(BIN)/python -m pytest -m 'not container and not browser' tests
+	@# The same suite on the PostgreSQL task store (the web page's browser tests do not depend on it; the
+	@# cluster's tests run on PostgreSQL servers of their own in the first pass already).
+	VIDEO_API_TEST_STORE=postgresql $(BIN)/python -m pytest -m 'not container and not browser' --ignore=tests/cluster tests
 
 # The image (Dockerfile) from the local Debian 12 base: built, run hardened, a download stopped and resumed, compose.
 container-test: $(BIN)/activate

@@ -11,6 +11,7 @@ command -v curl >/dev/null || needed+=(curl)
 command -v docker-compose >/dev/null || needed+=(docker-compose)  # compose.yaml's test (Compose 1.29)
 command -v ip >/dev/null || needed+=(iproute2)  # the OpenAPI test runs the service in a loopback-only namespace
 command -v unshare >/dev/null || needed+=(util-linux)
+command -v faketime >/dev/null || needed+=(faketime)  # a host whose clock is off (tests/cluster/test_database_faults.py)
 command -v chromium >/dev/null || needed+=(chromium)  # the web page's browser tests (tests/api/test_ui_browser.py)
 command -v chromedriver >/dev/null || needed+=(chromium-driver)
 # The PostgreSQL store's tests start a throwaway server of it (tests/support/postgres.py).

@@ -73,14 +73,25 @@ class Metrics:
             histogram = self.http_seconds[key[:2]] = _Histogram(HTTP_BUCKETS)
         histogram.observe(seconds)
 
-    def render(self, counts: dict[str, int], running: int, used_bytes: int, free_bytes: int) -> web.Response:
+    def render(
+        self, counts: dict[str, int] | None, running: int, used_bytes: int | None, free_bytes: int
+    ) -> web.Response:
+        """counts and used_bytes are None while the task database cannot be reached: their families
+        are left out, and video_api_database_up says 0."""
         from prometheus_client import generate_latest
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
         from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-        tasks = GaugeMetricFamily("video_api_tasks", "Stored tasks by status.", labels=["status"])
-        for status in STATUSES:
-            tasks.add_metric([status], counts.get(status, 0))
+        from_database = []
+        if counts is not None and used_bytes is not None:
+            tasks = GaugeMetricFamily("video_api_tasks", "Stored tasks by status.", labels=["status"])
+            for status in STATUSES:
+                tasks.add_metric([status], counts.get(status, 0))
+            from_database = [
+                tasks,
+                GaugeMetricFamily("video_api_queue_depth", "Tasks waiting for a worker.", counts.get("queued", 0)),
+                GaugeMetricFamily("video_api_media_used_bytes", "Bytes of the media files kept.", used_bytes),
+            ]
         finished = CounterMetricFamily(
             "video_api_tasks_finished", "Tasks that ended, by final status.", labels=["status"]
         )
@@ -105,8 +116,12 @@ class Metrics:
         for labels, histogram in self.http_seconds.items():
             histogram.add_to(latency, list(labels))
         families = [
-            tasks,
-            GaugeMetricFamily("video_api_queue_depth", "Tasks waiting for a worker.", counts.get("queued", 0)),
+            *from_database,
+            GaugeMetricFamily(
+                "video_api_database_up",
+                "1 when the task database answered this scrape, else 0.",
+                int(bool(from_database)),
+            ),
             GaugeMetricFamily("video_api_workers_running", "Worker processes running a download.", running),
             CounterMetricFamily(
                 "video_api_downloaded_bytes", "Bytes downloaded by completed tasks.", self.downloaded_bytes
@@ -114,7 +129,6 @@ class Metrics:
             finished,
             download_seconds,
             extract_seconds,
-            GaugeMetricFamily("video_api_media_used_bytes", "Bytes of the media files kept.", used_bytes),
             GaugeMetricFamily("video_api_disk_free_bytes", "Free bytes on the data file system.", free_bytes),
             requests,
             latency,

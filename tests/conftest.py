@@ -55,9 +55,11 @@ async def client(make_client):
 def service_factory(tmp_path):
     services = []
 
-    def start(*args: str, data_dir: Path | None = None, **env) -> ServiceProcess:
-        service = ServiceProcess(data_dir or tmp_path / "data", *args, **env).start()
-        services.append(service)
+    def start(*args: str, data_dir: Path | None = None, wrap: tuple[str, ...] = (), **env) -> ServiceProcess:
+        """The service as a process; wrap: a command it runs under (e.g. faketime)."""
+        service = ServiceProcess(data_dir or tmp_path / "data", *args, **env)
+        service.command = [*wrap, *service.command]
+        services.append(service.start())
         return service
 
     yield start

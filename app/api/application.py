@@ -57,7 +57,9 @@ async def _services(application: web.Application) -> AsyncIterator[None]:
     store, cluster = await open_store(settings)
     store.observe(hub.publish_changes)
     retention = Retention(settings, store)
-    manager = Manager(settings, store, application[METRICS], retention)
+    manager = Manager(
+        settings, store, application[METRICS], retention, None if cluster is None else cluster.claim_poll_s
+    )
     callbacks = Callbacks(settings, lambda task: encode(task_view(task)))
     application[STORE] = store
     application[MANAGER] = manager

@@ -13,12 +13,14 @@ from aiohttp.typedefs import Handler
 
 from app.api.contract import Error, ErrorBody, encode
 from app.api.keys import METRICS, SETTINGS, TOKEN_DIGESTS
+from app.store.base import StoreUnavailableError
 
 PUBLIC_API_PATHS = frozenset({"/api/health"})
 CORS_ALLOW_METHODS = "GET, POST, DELETE"
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID"
 CORS_EXPOSE_HEADERS = "Location, Retry-After, Content-Disposition"
 CORS_MAX_AGE_S = 600
+DATABASE_RETRY_AFTER_S = 5
 log = logging.getLogger(__name__)
 
 
@@ -40,6 +42,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.headers)
+    except StoreUnavailableError:
+        # Said once in the log by the store, not once per request.
+        headers = {"Retry-After": str(DATABASE_RETRY_AFTER_S)}
+        return error_response(503, "database_unavailable", "the task database is not reachable; try again", headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -15,6 +15,7 @@ from app.cluster.database import ClusterDatabase
 from app.cluster.file_proxy import FileHostUnavailableError, FileProxy
 from app.cluster.signing import is_signed
 from app.settings import Settings
+from app.store.base import StoreUnavailableError
 from app.store.postgres import PostgresTaskStore
 from app.store.records import FileRecord, TaskRecord
 from app.tasks.events import EventHub
@@ -24,6 +25,9 @@ from app.tasks.events import EventHub
 # LEASE_CHECKS_PER_LEASE-th of a lease.
 RENEW_INTERVAL_S = 1.0
 LEASE_CHECKS_PER_LEASE = 6
+# Each host's scheduler also looks for queued work this often: a task queued on another host
+# starts here within about this long even if its announcement was lost.
+CLAIM_POLL_S = 1.0
 log = logging.getLogger(__name__)
 
 
@@ -38,20 +42,34 @@ class Workers(Protocol):
 
 
 class Cluster:
+    claim_poll_s = CLAIM_POLL_S
+
     def __init__(self, settings: Settings, store: PostgresTaskStore) -> None:
         self.node = settings.node_name
         self.secret = settings.cluster_secret
         self._url = settings.node_base_url
         self._lease_s = settings.lease_s
         self._store = store
-        self._database = ClusterDatabase(store.pool, store.url, self.node)
+        self._database = ClusterDatabase(store, self.node)
         self._proxy: FileProxy | None = None
+        self._workers: Workers | None = None
         self._loops: list[asyncio.Task[None]] = []
+        # The database's time minus this host's, from the last heartbeat: host-to-host signatures
+        # are stamped and checked on the database's clock.
+        self._clock_offset_s = 0.0
+        # Since when (monotonic) the lease upkeep has reached the database without a break; None
+        # right after a break.
+        self._connected_since: float | None = time.monotonic()
+
+    def clock(self) -> float:
+        """The database's time, as this host estimates it."""
+        return time.time() + self._clock_offset_s
 
     async def start(self, workers: Workers, hub: EventHub) -> None:
         """Join: announce this host's task changes, follow the others', keep leases and liveness."""
-        await self._database.heartbeat(self._url)
-        self._proxy = FileProxy(self.secret, self.node)
+        self._clock_offset_s = await self._database.heartbeat(self._url)
+        self._proxy = FileProxy(self.secret, self.node, self.clock)
+        self._workers = workers
         self._store.observe(self._announce)
         self._loops = [
             asyncio.create_task(self._keep_leases(workers)),
@@ -72,11 +90,11 @@ class Cluster:
 
     async def nodes_alive(self) -> list[dict[str, Any]]:
         """{node, url, last_seen} of the hosts that renewed within a lease."""
-        return await self._database.nodes_alive(time.time() - self._lease_s)
+        return await self._database.nodes_alive(self._lease_s)
 
     def is_signed(self, request: web.Request) -> bool:
         """The request comes from another host of this cluster (signed with the cluster secret)."""
-        return is_signed(self.secret, request.headers, request.method, request.path)
+        return is_signed(self.secret, request.headers, request.method, request.path, self.clock())
 
     def holds_here(self, file: FileRecord) -> bool:
         return file["node"] == self.node
@@ -92,34 +110,54 @@ class Cluster:
         await self._database.announce([task["id"] for task in tasks])
 
     async def _republish(self, hub: EventHub, task_id: str | None) -> None:
-        """Another host changed a task: its followers here see it too (its callbacks are that host's)."""
+        """Another host changed a task: its followers here see it too (its callbacks are that host's),
+        and a task queued anywhere wakes this host's scheduler."""
         if task_id is not None:
             task = await self._store.get(task_id)
             if task is not None:
                 hub.publish(task, local=False)
+                if task["status"] == "queued" and self._workers is not None:
+                    self._workers.wake()
             return
-        # Announcements may have been missed: catch every followed task up.
+        # Announcements may have been missed: catch every followed task up, and look for queued work.
         for followed_id, updated_at in hub.followed():
             task = await self._store.get(followed_id)
             if task is not None and task["updated_at"] != updated_at:
                 hub.publish(task, local=False)
+        if self._workers is not None:
+            self._workers.wake()
 
     async def _keep_leases(self, workers: Workers) -> None:
         """Renew this host's leases, drop the tasks it no longer holds (cancelled or taken over
-        elsewhere), say it is alive and requeue tasks of hosts that died."""
+        elsewhere), say it is alive and requeue tasks of hosts that died. Any failure is said once
+        and the loop goes on; it resumes by itself when the database is back."""
         checks = 0
+        failing = False
         while True:
             await asyncio.sleep(RENEW_INTERVAL_S)
             try:
-                for task_id in await self._database.renew_leases(self._lease_s, workers.running_ids()):
-                    await workers.drop(task_id)
-                checks += 1
-                if checks * RENEW_INTERVAL_S >= self._lease_s / LEASE_CHECKS_PER_LEASE:
-                    checks = 0
-                    await self._database.heartbeat(self._url)
-                    requeued = await self._database.requeue_expired()
-                    if requeued:
-                        await self._store.changed(requeued)
-                        workers.wake()
-            except Exception:
-                log.exception("lease upkeep failed; retrying")
+                await self._upkeep(workers, checks)
+            except Exception as exc:
+                self._connected_since = None
+                # Said once; a database that cannot be reached the store says itself.
+                if not failing and not isinstance(exc, StoreUnavailableError):
+                    log.warning("lease upkeep failed (%s: %s); retrying", type(exc).__name__, exc)
+                failing = True
+                continue
+            failing = False
+            checks = (checks + 1) % max(1, round(self._lease_s / LEASE_CHECKS_PER_LEASE / RENEW_INTERVAL_S))
+
+    async def _upkeep(self, workers: Workers, checks: int) -> None:
+        for task_id in await self._database.renew_leases(self._lease_s, workers.running_ids()):
+            await workers.drop(task_id)
+        if self._connected_since is None:
+            self._connected_since = time.monotonic()
+        if checks == 0:
+            self._clock_offset_s = await self._database.heartbeat(self._url)
+            # After a break, a whole lease passes before this host requeues anybody's tasks: their
+            # owners renew first (their leases ran out in the database while it was away).
+            if time.monotonic() - self._connected_since >= self._lease_s:
+                requeued = await self._database.requeue_expired()
+                if requeued:
+                    await self._store.changed(requeued)
+                    workers.wake()

@@ -3,6 +3,7 @@ owner's signed /internal/files/{file_id}, Range and all; the client never needs 
 host it reached."""
 
 import logging
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
@@ -29,9 +30,10 @@ class FileHostUnavailableError(Exception):
 
 
 class FileProxy:
-    def __init__(self, secret: str, node: str) -> None:
+    def __init__(self, secret: str, node: str, clock: Callable[[], float]) -> None:
         self._secret = secret
         self._node = node
+        self._clock = clock  # the time signatures are stamped with
         # Large reads: a file streamed from another host passes through in 1 MiB pieces.
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(sock_connect=5, sock_read=60), read_bufsize=1 << 20, auto_decompress=False
@@ -43,7 +45,7 @@ class FileProxy:
     async def stream(self, request: web.Request, file: FileRecord, owner_url: str) -> web.StreamResponse:
         """Stream the file from its owner at owner_url to this client, passing Range through."""
         path = f"/internal/files/{file['id']}"
-        headers = signed_headers(self._secret, self._node, "GET", path)
+        headers = signed_headers(self._secret, self._node, "GET", path, self._clock())
         headers.update({name: request.headers[name] for name in ("Range", "If-Range") if name in request.headers})
         response = web.StreamResponse()
         try:

@@ -49,6 +49,11 @@ class QueueFullError(Exception):
     """The queue already holds queue_limit waiting tasks."""
 
 
+class StoreUnavailableError(Exception):
+    """The database cannot be reached now (it is down, restarting, or unreachable); the same call may
+    succeed later. The message says why, without the password."""
+
+
 class StoreConnectError(Exception):
     """The database cannot be reached or refused us; the message names it without the password."""
 

@@ -13,18 +13,21 @@ The same contract as SQLiteTaskStore (app/store/base.py has it). What differs, a
 - Migrations run under another advisory lock: hosts starting at once apply each one exactly once.
 """
 
+import asyncio
+import logging
 import re
 import time
 import urllib.parse
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from app.store.base import JSON_COLUMNS, STATUSES, QueueFullError, StoreConnectError, TaskStore
+from app.store.base import JSON_COLUMNS, STATUSES, QueueFullError, StoreConnectError, StoreUnavailableError, TaskStore
 from app.store.records import NewFile, NewTask, TaskRecord
 
 # Advisory lock keys (per database): arbitrary constants that no other application is likely to use.
@@ -32,10 +35,23 @@ _MIGRATION_LOCK = 0x76696431  # "vid1"
 _CREATE_LOCK = 0x76696432  # "vid2"
 _FOLD_AT = 256
 # The pool's connections return rows as dicts (row_factory=dict_row).
-Pool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
+Connection = psycopg.AsyncConnection[DictRow]
+Pool = AsyncConnectionPool[Connection]
+Result = TypeVar("Result")
+# A call waits this long at most for a connection: while the database is away, callers get
+# StoreUnavailableError (the API a 503) at once instead of a 10 s wait and a 500.
+WAIT_FOR_CONNECTION_S = 1.0
+# While it is away, how often a call tries whether the database is back.
+REPROBE_S = 1.0
+log = logging.getLogger(__name__)
+# The pool logs every failed reconnection attempt; the store says once that the database is away
+# (with the cause) and once that it is back.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 # LISTEN/NOTIFY channel of task changes: payload "<node> <task id>".
 _CHANNEL = "video_api_tasks"
 _RELISTEN_S = 1.0
+# The database server's time, in epoch seconds: leases and liveness are compared against it alone.
+DATABASE_NOW = "extract(epoch from clock_timestamp())"
 # Literal IN lists, not = ANY(%s): only a literal predicate lets the planner use the partial indexes.
 ACTIVE_SQL = "status IN ('queued', 'downloading', 'processing')"
 RUNNING_SQL = "status IN ('downloading', 'processing')"
@@ -147,11 +163,81 @@ class PostgresTaskStore(TaskStore):
 
     MARK = "%s"
 
-    def __init__(self, url: str, pool: Pool, node: str | None, lease_s: float | None) -> None:
+    def __init__(self, url: str, conninfo: str, pool_size: int, node: str | None, lease_s: float | None) -> None:
         super().__init__(node)
         self.url = url
-        self.pool = pool
+        self._conninfo = conninfo
+        self._pool_size = pool_size
+        self.pool = self._new_pool()
         self._lease_s = lease_s
+        self.reachable = True
+        self._last_probe = 0.0
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def _new_pool(self) -> Pool:
+        # timeout: a call waits that long at most for a connection.
+        return AsyncConnectionPool(
+            self._conninfo,
+            min_size=1,
+            max_size=self._pool_size,
+            open=False,
+            name="tasks",
+            timeout=WAIT_FOR_CONNECTION_S,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+        )
+
+    async def _reopen_if_back(self) -> None:
+        """While the database is away the pool retries with a growing backoff (half a minute apart
+        after a long outage), so at most once a second a call tries a connection of its own, and
+        once one succeeds a fresh pool takes the old one's place: service is back within a second."""
+        now = time.monotonic()
+        if now - self._last_probe < REPROBE_S:
+            return
+        self._last_probe = now
+        try:
+            probe = await psycopg.AsyncConnection.connect(self._conninfo, connect_timeout=round(REPROBE_S))
+        except psycopg.Error:
+            return
+        await probe.close()
+        old, self.pool = self.pool, self._new_pool()
+        await self.pool.open()
+        closing = asyncio.create_task(old.close())  # its connections are the broken ones
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+
+    async def run(self, work: Callable[[Connection], Awaitable[Result]], retry: bool = True) -> Result:
+        """work(connection) on a pooled connection. A connection the server broke (a restart, a
+        terminated backend) is dropped with every other broken one and, with retry (reads and
+        idempotent writes), work runs once more on a fresh one. Raises StoreUnavailableError while
+        the database cannot be reached; a query the server refused raises as it is."""
+        if not self.reachable:
+            await self._reopen_if_back()
+        for attempt in (1, 2):
+            conn: Connection | None = None
+            try:
+                async with self.pool.connection() as conn:
+                    result = await work(conn)
+            except PoolTimeout as exc:
+                raise self._unreachable(f"no connection within {WAIT_FOR_CONNECTION_S:g} s ({exc})") from None
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if conn is not None and not conn.broken and not conn.closed:
+                    raise
+                if retry and attempt == 1:
+                    await self.pool.check()
+                    continue
+                raise self._unreachable(str(exc).strip() or type(exc).__name__) from None
+            if not self.reachable:
+                self.reachable = True
+                log.warning("task database is reachable again")
+            return result
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _unreachable(self, cause: str) -> StoreUnavailableError:
+        cause = scrub(cause, self.url)
+        if self.reachable:
+            self.reachable = False
+            log.warning("task database is unreachable (%s); API calls that need it answer 503", cause)
+        return StoreUnavailableError(f"task database is unreachable: {cause}")
 
     def __repr__(self) -> str:
         return f"PostgresTaskStore({redact_url(self.url)!r})"
@@ -176,82 +262,84 @@ class PostgresTaskStore(TaskStore):
             # One connection of its own first: its error says why (the pool's would only time out).
             async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                 await _migrate(conn)
-            # timeout: a call waits that long at most for a connection (health answers while the database is away).
-            pool: Pool = AsyncConnectionPool(
-                conninfo,
-                min_size=1,
-                max_size=pool_size,
-                open=False,
-                name="tasks",
-                timeout=timeout_s,
-                kwargs={"autocommit": True, "row_factory": dict_row},
-            )
-            await pool.open(wait=True, timeout=timeout_s)
+            store = cls(url, conninfo, pool_size, node, lease_s)
+            await store.pool.open(wait=True, timeout=timeout_s)
         except psycopg.Error as exc:
             raise StoreConnectError(f"task database {redact_url(url)}: {scrub(str(exc), url)}") from None
-        return cls(url, pool, node, lease_s)
+        return store
 
-    async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        async with self.pool.connection() as conn:
+    async def _rows(self, sql: str, params: tuple[Any, ...] = (), retry: bool = True) -> list[dict[str, Any]]:
+        async def fetch(conn: Connection) -> list[dict[str, Any]]:
             return await (await conn.execute(sql, params)).fetchall()
+
+        return await self.run(fetch, retry)
 
     async def _ids(self, sql: str, params: tuple[Any, ...] = ()) -> list[str]:
         return [row["id"] for row in await self._rows(sql, params)]
 
     async def _create(self, task: NewTask, queue_limit: int) -> tuple[TaskRecord, bool]:
+        # Retried after a broken connection: a create that did commit is then found by its dedupe key.
+        return await self.run(lambda conn: self._create_on(conn, task, queue_limit))
+
+    async def _create_on(self, conn: Connection, task: NewTask, queue_limit: int) -> tuple[TaskRecord, bool]:
         now = time.time()
-        async with self.pool.connection() as conn:
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
-                cursor = await conn.execute(
-                    f"SELECT * FROM tasks WHERE dedupe_key = %s AND {ACTIVE_SQL}", (task["dedupe_key"],)
-                )
-                existing = await cursor.fetchone()
-                if existing is not None:
-                    return existing, False  # type: ignore[return-value]
-                cursor = await conn.execute(
-                    "SELECT COALESCE(SUM(n), 0) AS queued, COUNT(*) AS deltas FROM task_counts WHERE status = 'queued'"
-                )
-                counted = await cursor.fetchone()
-                assert counted is not None  # an aggregate without GROUP BY: always one row
-                if counted["queued"] >= queue_limit:
-                    raise QueueFullError(counted["queued"])
-                cursor = await conn.execute(
-                    "INSERT INTO tasks (id, url, options, dedupe_key, status, message, created_at, updated_at)"
-                    " VALUES (%s, %s, %s, %s, 'queued', %s, %s, %s) RETURNING *",
-                    (
-                        task["id"],
-                        task["url"],
-                        Jsonb(task["options"]),
-                        task["dedupe_key"],
-                        task.get("message", ""),
-                        now,
-                        now,
-                    ),
-                )
-                created = await cursor.fetchone()
-            if counted["deltas"] > _FOLD_AT:
-                await conn.execute(_FOLD_COUNTS)
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
+            cursor = await conn.execute(
+                f"SELECT * FROM tasks WHERE dedupe_key = %s AND {ACTIVE_SQL}", (task["dedupe_key"],)
+            )
+            existing = await cursor.fetchone()
+            if existing is not None:
+                return existing, False  # type: ignore[return-value]
+            cursor = await conn.execute(
+                "SELECT COALESCE(SUM(n), 0) AS queued, COUNT(*) AS deltas FROM task_counts WHERE status = 'queued'"
+            )
+            counted = await cursor.fetchone()
+            assert counted is not None  # an aggregate without GROUP BY: always one row
+            if counted["queued"] >= queue_limit:
+                raise QueueFullError(counted["queued"])
+            cursor = await conn.execute(
+                "INSERT INTO tasks (id, url, options, dedupe_key, status, message, created_at, updated_at)"
+                " VALUES (%s, %s, %s, %s, 'queued', %s, %s, %s) RETURNING *",
+                (
+                    task["id"],
+                    task["url"],
+                    Jsonb(task["options"]),
+                    task["dedupe_key"],
+                    task.get("message", ""),
+                    now,
+                    now,
+                ),
+            )
+            created = await cursor.fetchone()
+        if counted["deltas"] > _FOLD_AT:
+            await conn.execute(_FOLD_COUNTS)
         return created, True  # type: ignore[return-value]
 
     async def counts(self) -> dict[str, int]:
-        async with self.pool.connection() as conn:
+        async def count(conn: Connection) -> list[DictRow]:
             cursor = await conn.execute(
                 "SELECT status, SUM(n) AS n, COUNT(*) AS deltas FROM task_counts GROUP BY status"
             )
             rows = await cursor.fetchall()
             if sum(row["deltas"] for row in rows) > _FOLD_AT:
                 await conn.execute(_FOLD_COUNTS)
+            return rows
+
+        rows = await self.run(count)
         return dict.fromkeys(STATUSES, 0) | {row["status"]: int(row["n"]) for row in rows}
 
     async def _claim_next(self) -> TaskRecord | None:
         now = time.time()
-        lease_until = None if self._lease_s is None else now + self._lease_s
+        # The lease runs on the database's clock, the one clock every host shares.
+        lease_until = "NULL" if self._lease_s is None else f"{DATABASE_NOW} + %s"
         rows = await self._rows(
             "WITH next AS (SELECT seq FROM tasks WHERE status = 'queued' ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)"
-            " UPDATE tasks SET status = 'downloading', owner = %s, lease_until = %s, attempts = attempts + 1,"
-            " started_at = %s, updated_at = %s FROM next WHERE tasks.seq = next.seq RETURNING tasks.*",
-            (self.owner, lease_until, now, now),
+            f" UPDATE tasks SET status = 'downloading', owner = %s, lease_until = {lease_until},"
+            " attempts = attempts + 1, started_at = %s, updated_at = %s FROM next WHERE tasks.seq = next.seq"
+            " RETURNING tasks.*",
+            (self.owner, *(() if self._lease_s is None else (self._lease_s,)), now, now),
+            retry=False,  # a claim that did commit must not take a second task: the scheduler tries again
         )
         return rows[0] if rows else None  # type: ignore[return-value]
 
@@ -259,37 +347,46 @@ class PostgresTaskStore(TaskStore):
         values = [Jsonb(v) if k in JSON_COLUMNS and v is not None else v for k, v in fields.items()]
         assignments = ", ".join(f"{column} = %s" for column in fields)
         scope, owner = self._owned() if owned else ("", ())
-        async with self.pool.connection() as conn:
+
+        async def update(conn: Connection) -> bool:
             cursor = await conn.execute(
                 f"UPDATE tasks SET {assignments}, updated_at = %s WHERE id = %s AND status = ANY(%s){scope}",
                 (*values, time.time(), task_id, list(only_if), *owner),
             )
             return cursor.rowcount == 1
 
+        return await self.run(update)
+
     async def _complete(self, task_id: str, files: list[NewFile]) -> bool:
         now = time.time()
         file_ids = {file["kind"]: file["id"] for file in files}
         owned, owner = self._owned()
-        async with self.pool.connection() as conn, conn.transaction():
-            cursor = await conn.execute(
-                "UPDATE tasks SET status = 'completed', progress = 100, message = 'completed', error = NULL,"
-                " video_file_id = %s, audio_file_id = %s, finished_at = %s, updated_at = %s"
-                f" WHERE id = %s AND {RUNNING_SQL}{owned} RETURNING owner",
-                (file_ids.get("video"), file_ids.get("audio"), now, now, task_id, *owner),
-            )
-            completed = await cursor.fetchone()
-            if completed is None:
-                return False
-            async with conn.cursor() as cursor:
-                await cursor.executemany(
-                    "INSERT INTO files (id, task_id, kind, path, name, size, created_at, node)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                    [
-                        (f["id"], task_id, f["kind"], f["path"], f["name"], f["size"], now, completed["owner"])
-                        for f in files
-                    ],
+
+        async def complete(conn: Connection) -> bool:
+            async with conn.transaction():
+                cursor = await conn.execute(
+                    "UPDATE tasks SET status = 'completed', progress = 100, message = 'completed', error = NULL,"
+                    " video_file_id = %s, audio_file_id = %s, finished_at = %s, updated_at = %s"
+                    f" WHERE id = %s AND {RUNNING_SQL}{owned} RETURNING owner",
+                    (file_ids.get("video"), file_ids.get("audio"), now, now, task_id, *owner),
                 )
-        return True
+                completed = await cursor.fetchone()
+                if completed is None:
+                    return False
+                async with conn.cursor() as cursor:
+                    await cursor.executemany(
+                        "INSERT INTO files (id, task_id, kind, path, name, size, created_at, node)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                        [
+                            (f["id"], task_id, f["kind"], f["path"], f["name"], f["size"], now, completed["owner"])
+                            for f in files
+                        ],
+                    )
+                return True
+
+        # Not retried here: after a connection broke at the commit, a second try would answer False
+        # for a task that did complete. The manager asks again and then reads the task.
+        return await self.run(complete, retry=False)
 
     async def _requeue_running(self, message: str, count_attempt: bool) -> list[str]:
         attempts = "attempts" if count_attempt else "GREATEST(attempts - 1, 0)"
@@ -302,17 +399,20 @@ class PostgresTaskStore(TaskStore):
         )
 
     async def mark_files_removed(self, file_ids: list[str], reason: str) -> None:
-        async with self.pool.connection() as conn:
+        async def mark(conn: Connection) -> None:
             await conn.execute(
                 "UPDATE files SET removed_at = %s, removed_reason = %s WHERE id = ANY(%s) AND removed_at IS NULL",
                 (time.time(), reason, file_ids),
             )
+
+        await self.run(mark)
 
     async def ping(self) -> None:
         await self._rows("SELECT 1")
 
     async def close(self) -> None:
         await self.pool.close()
+        await asyncio.gather(*self._closing)
 
 
 async def _migrate(conn: psycopg.AsyncConnection) -> None:

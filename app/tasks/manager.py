@@ -16,17 +16,18 @@ import shutil
 import signal
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from app.metrics import Metrics
 from app.settings import Settings
-from app.store.base import TaskStore
+from app.store.base import StoreUnavailableError, TaskStore
 from app.store.records import ACTIVE, RUNNING, NewFile, NewTask, TaskRecord
 from app.tasks import worker
 from app.tasks.messages import Done, DownloadOptions, Failed, Processing, Progress, Report, Retrying, RunSpec
@@ -37,6 +38,10 @@ MAX_ATTEMPTS = 3
 SHUTDOWN_WAIT_S = 5.0
 # A download of unknown size makes room again each time it has grown by this much.
 RESERVE_STEP_BYTES = 1024 * 1024
+# While the task database cannot be reached: how often the scheduler tries again, and a task's
+# final status is written again (its worker's files wait on disk meanwhile).
+STORE_RETRY_S = 1.0
+Result = TypeVar("Result")
 log = logging.getLogger(__name__)
 
 
@@ -72,8 +77,18 @@ class Manager:
     """This host's workers. Its store is scoped to this host (app/store/base.py): the tasks it
     claims, reports on and requeues are its own."""
 
-    def __init__(self, settings: Settings, store: TaskStore, metrics: Metrics, retention: Retention) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: TaskStore,
+        metrics: Metrics,
+        retention: Retention,
+        claim_poll_s: float | None = None,
+    ) -> None:
+        """claim_poll_s: look for queued work at least this often (several hosts: a task queued on
+        another host, should its announcement be lost); None: only when woken."""
         self.settings = settings
+        self._claim_poll_s = claim_poll_s
         self.store = store
         self.metrics = metrics
         self.retention = retention
@@ -187,27 +202,42 @@ class Manager:
         await self.store.mark_files_removed([f["id"] for f in files if f["removed_at"] is None], reason)
 
     async def _schedule(self) -> None:
+        """Until the service stops, whatever fails: start queued tasks while workers are free."""
+        failing = False
         while not self._stopping:
-            await self._wakeup.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), STORE_RETRY_S if failing else self._claim_poll_s)
             self._wakeup.clear()
-            while not self._stopping and len(self._running) < self.settings.max_concurrent:
-                # The storage cap holds while downloads run: room for this one (its likely size)
-                # is made before it starts; one that does not fit waits for a running one to end.
-                estimate = await self._size_estimate()
-                if not await self.retention.make_room(self._reserved() + estimate) and self._running:
-                    break
-                task = await self.store.claim_next()
-                if task is None:
-                    break
-                if task["attempts"] > MAX_ATTEMPTS:
-                    await self._fail(task["id"], f"gave up after {MAX_ATTEMPTS} attempts that did not finish")
-                    continue
-                log.info("task %s queued -> downloading (attempt %d)", task["id"], task["attempts"])
-                try:
-                    await self._start_worker(task, estimate)
-                except Exception as exc:
-                    log.exception("task %s: cannot start a worker", task["id"])
-                    await self._fail(task["id"], f"cannot start a worker process: {exc}")
+            try:
+                await self._start_queued()
+            except StoreUnavailableError:
+                failing = True  # the store says so once; the next round tries again
+            except Exception:
+                if not failing:
+                    log.exception("scheduler failed; trying again every %g s", STORE_RETRY_S)
+                failing = True
+            else:
+                failing = False
+
+    async def _start_queued(self) -> None:
+        while not self._stopping and len(self._running) < self.settings.max_concurrent:
+            # The storage cap holds while downloads run: room for this one (its likely size)
+            # is made before it starts; one that does not fit waits for a running one to end.
+            estimate = await self._size_estimate()
+            if not await self.retention.make_room(self._reserved() + estimate) and self._running:
+                break
+            task = await self.store.claim_next()
+            if task is None:
+                break
+            if task["attempts"] > MAX_ATTEMPTS:
+                await self._fail(task["id"], f"gave up after {MAX_ATTEMPTS} attempts that did not finish")
+                continue
+            log.info("task %s queued -> downloading (attempt %d)", task["id"], task["attempts"])
+            try:
+                await self._start_worker(task, estimate)
+            except Exception as exc:
+                log.exception("task %s: cannot start a worker", task["id"])
+                await self._fail(task["id"], f"cannot start a worker process: {exc}")
 
     def _reserved(self) -> int:
         return sum(running.reserved for running in self._running.values())
@@ -218,7 +248,8 @@ class Manager:
         return used // count if count else 0
 
     async def _start_worker(self, task: TaskRecord, reserved: int) -> None:
-        await self.store.update_owned(task["id"], {"message": "starting download"})
+        with contextlib.suppress(StoreUnavailableError):  # only a message: the worker starts anyway
+            await self.store.update_owned(task["id"], {"message": "starting download"})
         spec = RunSpec(
             task_id=task["id"],
             url=task["url"],
@@ -238,7 +269,10 @@ class Manager:
         running = _Running(task=task, process=process, conn=parent_conn, exited=loop.create_future(), reserved=reserved)
         self._running[task["id"]] = running
         running.watcher = asyncio.create_task(self._watch(running))
-        current = await self.store.get(task["id"])
+        try:
+            current = await self.store.get(task["id"])
+        except StoreUnavailableError:
+            return  # a cancel meanwhile reaches the worker at the next lease renewal
         if current is None or current["status"] not in RUNNING:  # cancelled while the worker started
             running.ended = True
             _kill_group(process.pid)
@@ -260,7 +294,8 @@ class Manager:
             running.process.join(0)
             running.exited.set_result(running.process.exitcode)
 
-        loop.add_reader(running.conn.fileno(), readable)
+        pipe = running.conn.fileno()
+        loop.add_reader(pipe, readable)
         loop.add_reader(running.process.sentinel, exited)
         try:
             while (report := await reports.get()) is not None:
@@ -273,6 +308,9 @@ class Manager:
             log.exception("task %s: watcher failed", task_id)
             await self._fail(task_id, "internal error while watching the worker")
         finally:
+            # However the watcher ends: a reader left on a closed descriptor would take the events of
+            # the next connection that gets its number, and that request would never be read.
+            loop.remove_reader(pipe)
             if not running.exited.done():
                 _kill_group(running.process.pid)
             running.conn.close()
@@ -292,11 +330,12 @@ class Manager:
                     "eta": report.eta,
                     "message": "downloading",
                 }
-                await self.store.update_owned(task_id, fields, only_if=RUNNING)
+                await self._note(task_id, fields)
                 size = max(report.total_bytes or 0, report.downloaded_bytes)
                 if size >= running.reserved + RESERVE_STEP_BYTES or (report.total_bytes and size > running.reserved):
                     running.reserved = size
-                    await self.retention.make_room(self._reserved())
+                    with contextlib.suppress(StoreUnavailableError):  # room is made again at the next step
+                        await self.retention.make_room(self._reserved())
             case Processing():
                 fields = {"status": "processing", "message": report.message}
                 if report.video_info:
@@ -304,19 +343,36 @@ class Manager:
                 if running.status != "processing":
                     log.info("task %s downloading -> processing", task_id)
                     running.status = "processing"
-                await self.store.update_owned(task_id, fields, only_if=RUNNING)
+                await self._note(task_id, fields)
             case Retrying():
                 log.info("task %s: %s", task_id, report.message)
-                fields = {"message": report.message, "speed": None, "eta": None}
-                await self.store.update_owned(task_id, fields, only_if=RUNNING)
+                await self._note(task_id, {"message": report.message, "speed": None, "eta": None})
             case Done():
                 running.ended = True
                 running.reserved = 0  # its files count as finished files from now on
                 await self._complete(task_id, report)
-                await self.retention.make_room(self._reserved())
+                with contextlib.suppress(StoreUnavailableError):
+                    await self.retention.make_room(self._reserved())
             case Failed():
                 running.ended = True
                 await self._fail(task_id, report.message)
+
+    async def _note(self, task_id: str, fields: dict[str, Any]) -> None:
+        """A running task's progress or message. While the database cannot be reached it is
+        skipped: the worker keeps downloading, and the next report carries the state on."""
+        with contextlib.suppress(StoreUnavailableError):
+            await self.store.update_owned(task_id, fields, only_if=RUNNING)
+
+    async def _until_stored(self, write: Callable[[], Awaitable[Result]]) -> Result:
+        """A write that ends a task, tried again until the database takes it. A service that stops
+        meanwhile leaves the task running in the store: the next start resumes it."""
+        while True:
+            try:
+                return await write()
+            except StoreUnavailableError:
+                if self._stopping:
+                    raise
+                await asyncio.sleep(STORE_RETRY_S)
 
     async def _complete(self, task_id: str, report: Done) -> None:
         task_dir = self.task_dir(task_id)
@@ -331,8 +387,9 @@ class Manager:
                     id=uuid.uuid4().hex, kind=file.kind, path=f"{task_id}/{file.file}", name=file.name, size=file.size
                 )
             )
-        await self.store.update_owned(task_id, {"video_info": report.video_info}, only_if=RUNNING)
-        if await self.store.complete(task_id, files):
+        info = {"video_info": report.video_info}
+        await self._until_stored(lambda: self.store.update_owned(task_id, info, only_if=RUNNING))
+        if await self._until_stored(lambda: self._completed(task_id, files)):
             log.info("task %s processing -> completed (%s)", task_id, ", ".join(f["kind"] for f in files))
             task = await self.store.get(task_id)
             downloaded = (task and task["downloaded_bytes"]) or 0
@@ -340,10 +397,20 @@ class Manager:
         else:
             await asyncio.to_thread(shutil.rmtree, task_dir, ignore_errors=True)
 
+    async def _completed(self, task_id: str, files: list[NewFile]) -> bool:
+        """store.complete(), or True when an earlier try did complete it (the connection broke
+        after the commit, before the answer)."""
+        if await self.store.complete(task_id, files):
+            return True
+        task = await self.store.get(task_id)
+        if task is None or task["status"] != "completed":
+            return False
+        return any(file["id"] in (task["video_file_id"], task["audio_file_id"]) for file in files)
+
     async def _fail(self, task_id: str, reason: str) -> None:
         # A failed task is final: its partial files would only take space. Deleted before the status
         # says failed, so no client sees a failed task that still has files on disk.
-        await self._delete_files(task_id, "task failed")
+        await self._until_stored(lambda: self._delete_files(task_id, "task failed"))
         fields = {
             "status": "failed",
             "error": reason,
@@ -352,7 +419,7 @@ class Manager:
             "speed": None,
             "eta": None,
         }
-        if await self.store.update_owned(task_id, fields):
+        if await self._until_stored(lambda: self.store.update_owned(task_id, fields)):
             log.info("task %s -> failed: %s", task_id, reason)
             self.metrics.task_finished("failed")
 
@@ -374,5 +441,5 @@ class Manager:
             return
         message = f"worker process died (exit code {exitcode}); retrying"
         requeue = {"status": "queued", "message": message, "speed": None, "eta": None}
-        if await self.store.update_owned(task_id, requeue):
+        if await self._until_stored(lambda: self.store.update_owned(task_id, requeue)):
             log.info("task %s running -> queued (%s)", task_id, message)

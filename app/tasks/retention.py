@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from app.settings import Settings
-from app.store.base import TaskStore
+from app.store.base import StoreUnavailableError, TaskStore
 from app.store.records import ACTIVE, FileRecord
 
 MB = 1024 * 1024
@@ -75,6 +75,8 @@ class Retention:
         while True:
             try:
                 await self.run()
+            except StoreUnavailableError:
+                pass  # the store says so once; the next pass catches up
             except Exception:
                 log.exception("retention pass failed")
             await asyncio.sleep(self.settings.retention_interval_s)

@@ -133,11 +133,11 @@ def test_a_host_killed_mid_download_leaves_its_task_to_another(hosts, media_serv
     assert {stream["codec_type"] for stream in ffprobe(saved)["streams"]} == {"video", "audio"}
 
 
-@pytest.mark.parametrize("forgery", ["unsigned", "wrong-secret", "stale", "other-path"])
-def test_the_internal_endpoint_refuses_forged_or_stale_signatures(hosts, forgery):
+@pytest.mark.parametrize("forgery", ["unsigned", "wrong-secret", "stale", "future", "other-path"])
+def test_the_internal_endpoint_refuses_forged_stale_or_future_signatures(hosts, forgery):
     (a,) = (hosts("a"),)
     path = "/internal/files/0123456789abcdef0123456789abcdef"
-    stamp = str(int(time.time()) - (120 if forgery == "stale" else 0))
+    stamp = str(int(time.time()) + {"stale": -120, "future": 25}.get(forgery, 0))
     secret = "another-secret-0123456789abcdef" if forgery == "wrong-secret" else SECRET
     signed = "/internal/files/ffffffffffffffffffffffffffffffff" if forgery == "other-path" else path
     digest = hmac.new(secret.encode(), f"{stamp}\nGET\n{signed}".encode(), hashlib.sha256).hexdigest()

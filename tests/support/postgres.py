@@ -72,11 +72,37 @@ class PostgresServer:
             ("-p", str(self.port), "-k", str(self.socket_dir), "-c", "listen_addresses=127.0.0.1", *self.options)
         )
         self._pg_ctl = bindir / "pg_ctl"
+        self._server_options = options
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Start the server (again, after halt())."""
         try:
-            _as_postgres(self._pg_ctl, "-D", self.data, "-l", self.log, "-w", "-t", "60", "-o", options, "start")
+            _as_postgres(
+                self._pg_ctl, "-D", self.data, "-l", self.log, "-w", "-t", "60", "-o", self._server_options, "start"
+            )
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}\n{self.log.read_text()[-2000:] if self.log.exists() else ''}") from None
-        return self
+
+    def halt(self) -> None:
+        """Stop the server, keeping its data (an outage; resume() ends it)."""
+        _as_postgres(self._pg_ctl, "-D", self.data, "-m", "fast", "-w", "stop")
+
+    def restart(self) -> None:
+        """What a minor-version upgrade or a failover does to clients: every connection ends, the server is back."""
+        _as_postgres(
+            self._pg_ctl, "-D", self.data, "-l", self.log, "-m", "fast", "-w", "-o", self._server_options, "restart"
+        )
+
+    def terminate_backends(self, dbname: str) -> int:
+        """pg_terminate_backend() of every connection to dbname; returns how many."""
+        with self._admin() as conn:
+            rows = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (dbname,),
+            ).fetchall()
+        return len(rows)
 
     def url(self, dbname: str) -> str:
         return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{dbname}"

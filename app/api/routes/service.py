@@ -1,6 +1,7 @@
 """Routes of the service itself: the index, health, the OpenAPI document, metrics, storage."""
 
 import asyncio
+import contextlib
 import shutil
 
 import msgspec
@@ -15,6 +16,7 @@ from app.api.middlewares import ApiError
 from app.api.networks import address_in
 from app.api.openapi import Reply, describe
 from app.api.routes.common import json_response
+from app.store.base import StoreUnavailableError
 
 routes = web.RouteTableDef()
 
@@ -71,8 +73,11 @@ async def metrics(request: web.Request) -> web.Response:
     peer = request.remote or ""
     if not address_in(peer, settings.metrics_networks):
         raise ApiError(403, "forbidden", f"/metrics is not open to {peer} (VIDEO_API_METRICS_NETWORKS)")
-    counts = await request.app[STORE].counts()
-    _, used = await request.app[STORE].live_bytes(every_node=True)
+    counts: dict[str, int] | None = None
+    used: int | None = None
+    with contextlib.suppress(StoreUnavailableError):  # the host's own figures still answer
+        counts = await request.app[STORE].counts()
+        _, used = await request.app[STORE].live_bytes(every_node=True)
     disk = await asyncio.to_thread(shutil.disk_usage, settings.media_dir)
     return request.app[METRICS].render(counts, request.app[MANAGER].running_count, used, disk.free)
 

@@ -28,7 +28,7 @@ from app.api.openapi import Reply, describe
 from app.api.routes.common import NO_TASK, RETRY_AFTER, json_response, task_of
 from app.api.serializers import task_view
 from app.settings import Settings
-from app.store.base import QueueFullError
+from app.store.base import QueueFullError, StoreUnavailableError
 from app.tasks import address_guard
 
 QUEUE_FULL_RETRY_AFTER_S = 30
@@ -156,6 +156,8 @@ async def task_events(request: web.Request) -> web.StreamResponse:
                 await response.write(head + encode(task_view(event.task)) + b"\n\n")
     except (ConnectionError, asyncio.CancelledError):
         raise
+    except StoreUnavailableError:
+        pass  # the client reconnects with its Last-Event-ID; the store has said why once
     except Exception:
         # The status line is sent: an error response here would land inside the event stream.
         # Ending the stream makes the client reconnect with its Last-Event-ID.
