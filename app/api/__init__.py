@@ -1,1 +1,2 @@
-"""The HTTP side: the application factory, routes, the API contract and its OpenAPI document, middlewares, the web page."""
+"""The HTTP side: the application factory, routes, the API contract and its OpenAPI document,
+middlewares, the web page."""
