@@ -30,7 +30,7 @@ lint: $(BIN)/activate
 	$(BIN)/yamllint --strict .
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ansible-lint --offline
 	$(BIN)/hadolint Dockerfile molecule/compose/*.Dockerfile
-	$(BIN)/python -m pytest -q molecule/test_role_specs.py
+	$(BIN)/python -m pytest -q molecule/test_role_specs.py molecule/test_inventories.py
 	@# Each role's README as committed: regenerated into a copy, which must not differ.
 	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; for role in $(ROLES); do \
 	  cp roles/$$role/README.md "$$tmp/$$role.md"; \
