@@ -188,4 +188,8 @@ def test_a_task_queued_on_a_full_host_is_claimed_by_an_idle_one(hosts, media_ser
     claimed_after = time.monotonic() - submitted
     print(f"claimed by the idle host {claimed_after:.2f} s after the submit")
     assert status["status"] in ("downloading", "processing", "completed") and claimed_after < 2.0
-    assert (idle.data_dir / "media" / waiting).exists()
+    # Its worker, started a moment after the claim, writes on the idle host.
+    deadline = time.monotonic() + 10
+    while not (idle.data_dir / "media" / waiting).exists():
+        assert time.monotonic() < deadline and not (full.data_dir / "media" / waiting).exists()
+        time.sleep(0.05)
