@@ -304,6 +304,8 @@ class Manager:
             exitcode = await asyncio.shield(running.exited)
             if not running.ended and not self._stopping:
                 await self._worker_died(running, exitcode)
+        except StoreUnavailableError:
+            pass  # the service stopped while a final status waited: the task resumes on the next start
         except Exception:
             log.exception("task %s: watcher failed", task_id)
             await self._fail(task_id, "internal error while watching the worker")
