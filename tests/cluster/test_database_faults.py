@@ -177,11 +177,11 @@ def test_a_host_with_its_clock_off_takes_over_nothing(hosts, media_server, offse
 
 def test_a_task_queued_on_a_full_host_is_claimed_by_an_idle_one(hosts, media_server):
     full = hosts("full", VIDEO_API_MAX_CONCURRENT="1")
+    busy = full.submit(media_server.url(f"{SLOW}&busy=1"), extract_audio=False)
+    full.wait(busy, lambda s: s["status"] == "downloading")  # the only host yet: it is full now
     idle = hosts("idle")
     # Let the idle host's scheduler go quiet first: only a wake-up from elsewhere can start the task.
     time.sleep(2)
-    busy = full.submit(media_server.url(f"{SLOW}&busy=1"), extract_audio=False)
-    full.wait(busy, lambda s: s["status"] == "downloading")
     submitted = time.monotonic()
     waiting = full.submit(media_server.url(f"{SLOW}&waiting=1"), extract_audio=False)
     status = full.wait(waiting, lambda s: s["status"] != "queued", timeout=10)
