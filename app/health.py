@@ -2,8 +2,10 @@
 FFmpeg runs, the disk has room), so a load balancer or systemd sees a host that cannot work."""
 
 import asyncio
+import contextlib
 import functools
 import importlib.util
+import os
 import platform
 import shutil
 import tempfile
@@ -88,5 +90,9 @@ def _static_versions() -> dict[str, str]:
 
 
 def _probe_writable(folder: Path) -> None:
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=".health-"):
-        pass
+    """Raises OSError unless a file can be created in folder. Creating it is the check: a retention
+    pass running at that moment may already have removed it as a leftover."""
+    descriptor, path = tempfile.mkstemp(dir=folder, prefix=".health-")
+    os.close(descriptor)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

@@ -240,3 +240,10 @@ async def test_storage_info(client, media_server):
     sizes = sum(p.stat().st_size for p in (client.settings.media_dir / status["task_id"]).iterdir())
     assert info["used_bytes"] == sizes
     assert info["disk_free_bytes"] > 0 and info["max_storage_bytes"] == 10240 * 1024 * 1024
+
+
+async def test_health_and_a_retention_pass_at_the_same_moment_agree_the_media_folder_is_writable(client):
+    # The leftover sweep removes what it finds in the media folder, the health check's probe file too.
+    for _ in range(100):
+        health, _ = await asyncio.gather(client.get("/api/health"), client.post("/api/storage/cleanup"))
+        assert "media_writable" not in (await health.json())["failing"]
