@@ -1,7 +1,11 @@
 """Helpers of the cluster scenario: the containers by role, a client that talks to the load
-balancer only (from the controller, over the scenario's Docker network), playbook runs."""
+balancer only (from the controller, over the scenario's Docker network, HTTPS verified against the
+fleet CA), playbook runs."""
 
 import json
+import os
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -10,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from cryptography import x509
 
 sys.path.insert(0, str(Path(__file__).parents[2]))
 from scenario_tools import PROJECT, changed_tasks, run_playbook, wait_for
@@ -24,6 +29,8 @@ INSTALL_DIR = "/opt/video-download-api"
 MEDIA_DIR = "/var/lib/video-download-api/media"
 MEDIA_PORT = 8765
 TERMINAL = ("completed", "failed", "cancelled")
+# The fleet CA the tls_certificate role made on the controller, beside Molecule's inventory.
+FLEET_CA = str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent / "credentials" / "tls" / "ca.crt")
 
 
 def docker(container, command, check=True):
@@ -42,17 +49,34 @@ def address(container):
     ).stdout.strip()
 
 
+def fleet_context(version=None):
+    """A client context that trusts the fleet CA only (and one TLS version, if given)."""
+    context = ssl.create_default_context(cafile=FLEET_CA)
+    if version:
+        context.minimum_version = context.maximum_version = version
+    return context
+
+
+def handshake(context, server_hostname=LB, port=443):
+    """A TLS handshake with the load balancer: the negotiated version and its certificate."""
+    with socket.create_connection((address(LB), port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=server_hostname) as tls:
+            return tls.version(), x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+
+
 def current_release(container):
     return docker(container, f"readlink {INSTALL_DIR}/current")
 
 
 class Client:
-    """The API through the load balancer, with the cluster's one token."""
+    """The API through the load balancer over HTTPS (its certificate names its address too), with the
+    cluster's one token."""
 
     def __init__(self):
-        self.base = f"http://{address(LB)}:8000"
+        self.base = f"https://{address(LB)}"
         token = docker(API_HOSTS[0], "sed -n '/^[^#]/{p;q}' /etc/video-download-api/tokens")
         self.session = requests.Session()
+        self.session.verify = FLEET_CA
         self.session.headers["Authorization"] = f"Bearer {token}"
 
     def get(self, path, **kwargs):

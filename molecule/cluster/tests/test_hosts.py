@@ -13,14 +13,14 @@ def test_postgresql_listens_on_its_address_and_admits_only_the_api_hosts(host):
         return
     assert host.socket(f"tcp://{address(DB)}:5432").is_listening
     assert not host.socket("tcp://0.0.0.0:5432").is_listening
-    hba = host.file("/etc/postgresql/15/main/pg_hba.conf").content_string
-    remote = sorted(
-        line.split()[3]
-        for line in hba.splitlines()
-        if line.startswith("host ") and "127.0.0.1" not in line and "::1" not in line
-    )
-    assert remote == sorted(f"{address(api)}/32" for api in API_HOSTS), hba
-    assert all(line.split()[-1] == "scram-sha-256" for line in hba.splitlines() if line.startswith("host "))
+    hba = [line.split() for line in host.file("/etc/postgresql/15/main/pg_hba.conf").content_string.splitlines()]
+    api_addresses = sorted(f"{address(api)}/32" for api in API_HOSTS)
+    # The API hosts: only over TLS, by password; without TLS rejected; no plain "host" line for them.
+    assert sorted(line[3] for line in hba if line[:1] == ["hostssl"] and line[-1] == "scram-sha-256") == api_addresses
+    assert sorted(line[3] for line in hba if line[:1] == ["hostnossl"] and line[-1] == "reject") == api_addresses
+    assert [line[3] for line in hba if line[:1] == ["host"]] == ["127.0.0.1/32", "::1/128"], hba
+    settings = host.check_output("sudo -u postgres psql -Atc 'SHOW ssl; SHOW ssl_min_protocol_version; SHOW ssl_cert_file'")
+    assert settings.split() == ["on", "TLSv1.2", "/etc/ssl/video-api/host.crt"], settings
     ufw = host.check_output("ufw status")
     assert sorted(re.findall(r"5432/tcp +ALLOW +(\S+)", ufw)) == sorted(address(api) for api in API_HOSTS), ufw
 
@@ -30,9 +30,15 @@ def test_haproxy_balances_the_api_hosts_with_health_checks(host):
         return
     config = host.file("/etc/haproxy/haproxy.cfg").content_string
     for api in API_HOSTS:
-        assert f"server {api} {address(api)}:8000" in config
+        # HTTPS to each API host, health checks too, verified for its inventory name.
+        assert (
+            f"server {api} {address(api)}:8000 ssl verify required ca-file /etc/ssl/video-api/ca.crt"
+            f" sni str({api}) verifyhost {api} check-ssl check-sni {api}\n"
+        ) in config
     assert "option httpchk GET /api/health" in config and "option forwardfor" in config
-    assert host.socket("tcp://0.0.0.0:8000").is_listening
+    assert host.socket("tcp://0.0.0.0:443").is_listening and host.socket("tcp://0.0.0.0:80").is_listening
+    ufw = host.check_output("ufw status")
+    assert re.search(r"^443/tcp +ALLOW +Anywhere", ufw, re.M) and re.search(r"^80/tcp +ALLOW +Anywhere", ufw, re.M), ufw
     stat = host.check_output(
         "echo 'show stat' | python3 -c \"import socket,sys; s=socket.socket(socket.AF_UNIX);"
         " s.connect('/run/haproxy/admin.sock'); s.sendall(sys.stdin.buffer.read());"

@@ -70,7 +70,7 @@ def test_a_release_that_fails_its_health_gate_is_rolled_back_on_the_first_host_o
         assert (
             docker(
                 host,
-                "python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8000/api/health').status)\"",
+                "python3 -c \"import urllib.request as u; print(u.urlopen('https://127.0.0.1:8000/api/health').status)\"",
             )
             == "200"
         )

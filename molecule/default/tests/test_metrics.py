@@ -5,7 +5,7 @@ import json
 VENV_PYTHON = "/opt/video-download-api/venv/bin/python"
 SCRAPE = (
     "import json, urllib.request; from prometheus_client.parser import text_string_to_metric_families as parse;"
-    " text = urllib.request.urlopen('http://127.0.0.1:8000/metrics', timeout=10).read().decode();"
+    " text = urllib.request.urlopen('https://127.0.0.1:8000/metrics', timeout=10).read().decode();"
     " print(json.dumps(sorted(f.name for f in parse(text))))"
 )
 
