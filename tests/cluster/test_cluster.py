@@ -168,7 +168,7 @@ def test_files_cross_hosts_over_https_verified_against_the_fleet_ca(hosts, media
         tls[name] = {"VIDEO_API_TLS_CERT_FILE": str(cert), "VIDEO_API_TLS_KEY_FILE": str(key)}
     a = hosts("a", trust=ca.path, VIDEO_API_TLS_CA_FILE=str(ca.path), **tls["a"])
     # b trusts another CA only: it must refuse a's certificate rather than fetch from it.
-    stranger = TestCA.create(tmp_path / "stranger-ca")
+    stranger = TestCA.create(tmp_path / "stranger-ca", name="a stranger CA")
     b = hosts("b", trust=ca.path, VIDEO_API_TLS_CA_FILE=str(stranger.path), **tls["b"])
     # Whichever host runs a task, the other answers its download: submit until each has been the other.
     answers = {}
