@@ -19,6 +19,7 @@ from app.api.keys import MANAGER
 from app.api.protocol_errors import AppRunner
 from app.settings import ConfigError, Settings, load_settings
 from app.store.base import StoreConnectError
+from app.tls import reload_certificate, server_context
 
 SHUTDOWN_TIMEOUT_S = 3.0
 # From SIGTERM to exit, whatever happens: SHUTDOWN_TIMEOUT_S for open requests plus some slack.
@@ -38,18 +39,22 @@ def _exit_now(application: web.Application) -> None:
 
 
 async def serve(settings: Settings) -> None:
+    tls = server_context(settings)
     application = create_app(settings)
     runner = AppRunner(application, shutdown_timeout=SHUTDOWN_TIMEOUT_S, handle_signals=False, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=tls)
     await site.start()
     # Start-up objects live for the whole run: keep them out of every later GC pass.
     gc.freeze()
-    log.info("listening on http://%s:%d (data in %s)", settings.host, settings.port, settings.data_dir.resolve())
+    scheme = "http" if tls is None else "https"
+    log.info("listening on %s://%s:%d (data in %s)", scheme, settings.host, settings.port, settings.data_dir.resolve())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if tls is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload_certificate, tls, settings)
     await stop.wait()
     log.info("stopping: no new requests, workers stopped, their tasks resume on next start")
     # The stop is bounded here, not by a supervisor's timeout: a daemon thread, so it still fires

@@ -180,7 +180,7 @@ class Settings:
         "VIDEO_API_NODE_URL",
         "",
         "How the other hosts reach this one's internal file endpoint. Empty: `http://<HOST, or the host name when"
-        " HOST is a wildcard>:<PORT>`.",
+        " HOST is a wildcard>:<PORT>` (`https://` with a certificate).",
     )
     cluster_secret: str = setting(
         "VIDEO_API_CLUSTER_SECRET",
@@ -189,6 +189,22 @@ class Settings:
         " with a PostgreSQL `VIDEO_API_DATABASE_URL`.",
         secret=True,
         file=True,
+    )
+    tls_cert_file: str = setting(
+        "VIDEO_API_TLS_CERT_FILE",
+        "",
+        "PEM file: this host's certificate followed by its chain. With `VIDEO_API_TLS_KEY_FILE` the port serves"
+        " HTTPS only (Mozilla's intermediate profile); SIGHUP loads renewed files without a restart. Empty: plain"
+        " HTTP (behind a proxy that terminates TLS, or on loopback).",
+    )
+    tls_key_file: str = setting(
+        "VIDEO_API_TLS_KEY_FILE", "", "PEM file: the private key of `VIDEO_API_TLS_CERT_FILE`; set both or neither."
+    )
+    tls_ca_file: str = setting(
+        "VIDEO_API_TLS_CA_FILE",
+        "",
+        "PEM file of the CA(s) that other hosts' certificates are verified against when this host fetches a file"
+        " from them over HTTPS (the fleet's own CA). Empty: the system's trust store.",
     )
     lease_s: float = setting(
         "VIDEO_API_LEASE_S",
@@ -207,7 +223,7 @@ class Settings:
         if self.node_url:
             return self.node_url.rstrip("/")
         host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls_cert_file else 'http'}://{host}:{self.port}"
 
     @property
     def db_path(self) -> Path:
@@ -353,6 +369,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         elif raw := _value(env, spec):
             values[spec.name] = (_PARSERS.get(spec.name) or _PARSERS[spec.type])(name, raw, spec)
     settings = Settings(**values)
+    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+        raise ConfigError("VIDEO_API_TLS_CERT_FILE and VIDEO_API_TLS_KEY_FILE are set together or not at all")
     if settings.database_url and not settings.cluster_secret:
         raise ConfigError("VIDEO_API_CLUSTER_SECRET (or _FILE) is required with a PostgreSQL VIDEO_API_DATABASE_URL")
     return settings

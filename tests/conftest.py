@@ -55,9 +55,12 @@ async def client(make_client):
 def service_factory(tmp_path):
     services = []
 
-    def start(*args: str, data_dir: Path | None = None, wrap: tuple[str, ...] = (), **env) -> ServiceProcess:
-        """The service as a process; wrap: a command it runs under (e.g. faketime)."""
-        service = ServiceProcess(data_dir or tmp_path / "data", *args, **env)
+    def start(
+        *args: str, data_dir: Path | None = None, wrap: tuple[str, ...] = (), trust: Path | None = None, **env
+    ) -> ServiceProcess:
+        """The service as a process; wrap: a command it runs under (e.g. faketime); trust: the CA the
+        test client verifies an HTTPS service with."""
+        service = ServiceProcess(data_dir or tmp_path / "data", *args, trust=trust, **env)
         service.command = [*wrap, *service.command]
         services.append(service.start())
         return service

@@ -13,12 +13,13 @@ from aiohttp import web
 
 from app.cluster.database import ClusterDatabase
 from app.cluster.file_proxy import FileHostUnavailableError, FileProxy
-from app.cluster.signing import is_signed
+from app.cluster.signing import Nonces, is_signed
 from app.settings import Settings
 from app.store.base import StoreUnavailableError
 from app.store.postgres import PostgresTaskStore
 from app.store.records import FileRecord, TaskRecord
 from app.tasks.events import EventHub
+from app.tls import client_context
 
 # Leases are renewed this often, which is also how soon a cancel on another host (or a lost lease)
 # reaches this host's worker; liveness and expired leases are looked at every
@@ -48,6 +49,8 @@ class Cluster:
         self.node = settings.node_name
         self.secret = settings.cluster_secret
         self._url = settings.node_base_url
+        self._tls = client_context(settings)
+        self._nonces = Nonces()
         self._lease_s = settings.lease_s
         self._store = store
         self._database = ClusterDatabase(store, self.node)
@@ -68,7 +71,7 @@ class Cluster:
     async def start(self, workers: Workers, hub: EventHub) -> None:
         """Join: announce this host's task changes, follow the others', keep leases and liveness."""
         self._clock_offset_s = await self._database.heartbeat(self._url)
-        self._proxy = FileProxy(self.secret, self.node, self.clock)
+        self._proxy = FileProxy(self.secret, self.node, self.clock, self._tls)
         self._workers = workers
         self._store.observe(self._announce)
         self._loops = [
@@ -94,7 +97,7 @@ class Cluster:
 
     def is_signed(self, request: web.Request) -> bool:
         """The request comes from another host of this cluster (signed with the cluster secret)."""
-        return is_signed(self.secret, request.headers, request.method, request.path, self.clock())
+        return is_signed(self.secret, request.headers, request.method, request.path, self.clock(), self._nonces)
 
     def holds_here(self, file: FileRecord) -> bool:
         return file["node"] == self.node

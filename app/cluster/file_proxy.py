@@ -3,6 +3,7 @@ owner's signed /internal/files/{file_id}, Range and all; the client never needs 
 host it reached."""
 
 import logging
+import ssl
 from collections.abc import Callable
 
 import aiohttp
@@ -30,13 +31,17 @@ class FileHostUnavailableError(Exception):
 
 
 class FileProxy:
-    def __init__(self, secret: str, node: str, clock: Callable[[], float]) -> None:
+    def __init__(self, secret: str, node: str, clock: Callable[[], float], tls: ssl.SSLContext) -> None:
         self._secret = secret
         self._node = node
         self._clock = clock  # the time signatures are stamped with
-        # Large reads: a file streamed from another host passes through in 1 MiB pieces.
+        # Large reads: a file streamed from another host passes through in 1 MiB pieces. An https://
+        # owner's certificate is verified with tls (the fleet's CA).
         self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(sock_connect=5, sock_read=60), read_bufsize=1 << 20, auto_decompress=False
+            connector=aiohttp.TCPConnector(ssl=tls),
+            timeout=aiohttp.ClientTimeout(sock_connect=5, sock_read=60),
+            read_bufsize=1 << 20,
+            auto_decompress=False,
         )
 
     async def close(self) -> None:

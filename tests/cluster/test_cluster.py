@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import secrets
 import signal
 import threading
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support.certificates import TestCA
 from tests.support.helpers import ServiceProcess, ffprobe, free_port, process_group_members, task_worker
 from tests.support.postgres import PostgresServer
 
@@ -36,7 +38,7 @@ def hosts(tmp_path, postgres_url, service_factory):
             VIDEO_API_DATABASE_URL=postgres_url,
             VIDEO_API_CLUSTER_SECRET=SECRET,
             VIDEO_API_NODE_ID=name,
-            VIDEO_API_NODE_URL=f"http://127.0.0.1:{port}",
+            VIDEO_API_NODE_URL=f"{'https' if 'VIDEO_API_TLS_CERT_FILE' in env else 'http'}://127.0.0.1:{port}",
             VIDEO_API_LEASE_S=str(LEASE_S),
             VIDEO_API_RATE_PER_MINUTE="0",
             **env,
@@ -133,20 +135,57 @@ def test_a_host_killed_mid_download_leaves_its_task_to_another(hosts, media_serv
     assert {stream["codec_type"] for stream in ffprobe(saved)["streams"]} == {"video", "audio"}
 
 
-@pytest.mark.parametrize("forgery", ["unsigned", "wrong-secret", "stale", "future", "other-path"])
-def test_the_internal_endpoint_refuses_forged_stale_or_future_signatures(hosts, forgery):
+def _signed(secret: str, stamp: str, nonce: str, path: str) -> dict[str, str]:
+    digest = hmac.new(secret.encode(), f"{stamp}\n{nonce}\nGET\n{path}".encode(), hashlib.sha256).hexdigest()
+    return {"X-Video-Api-Timestamp": stamp, "X-Video-Api-Nonce": nonce, "X-Video-Api-Signature": digest}
+
+
+FORGERIES = ["unsigned", "wrong-secret", "stale", "future", "other-path", "no-nonce", "replayed"]
+
+
+@pytest.mark.parametrize("forgery", FORGERIES)
+def test_the_internal_endpoint_refuses_forged_stale_future_or_replayed_signatures(hosts, forgery):
     (a,) = (hosts("a"),)
     path = "/internal/files/0123456789abcdef0123456789abcdef"
     stamp = str(int(time.time()) + {"stale": -120, "future": 25}.get(forgery, 0))
     secret = "another-secret-0123456789abcdef" if forgery == "wrong-secret" else SECRET
     signed = "/internal/files/ffffffffffffffffffffffffffffffff" if forgery == "other-path" else path
-    digest = hmac.new(secret.encode(), f"{stamp}\nGET\n{signed}".encode(), hashlib.sha256).hexdigest()
-    headers = {} if forgery == "unsigned" else {"X-Video-Api-Timestamp": stamp, "X-Video-Api-Signature": digest}
+    nonce = "" if forgery == "no-nonce" else secrets.token_hex(16)
+    headers = {} if forgery == "unsigned" else _signed(secret, stamp, nonce, signed)
+    if forgery == "replayed":  # seen on the wire once, answered, then sent again
+        assert requests.get(a.base + path, headers=headers, timeout=10).status_code == 404
     response = requests.get(a.base + path, headers=headers, timeout=10)
     assert response.status_code == 403 and response.json()["error"]["code"] == "forbidden"
-    good = hmac.new(SECRET.encode(), f"{int(time.time())}\nGET\n{path}".encode(), hashlib.sha256).hexdigest()
-    headers = {"X-Video-Api-Timestamp": str(int(time.time())), "X-Video-Api-Signature": good}
+    headers = _signed(SECRET, str(int(time.time())), secrets.token_hex(16), path)
     assert requests.get(a.base + path, headers=headers, timeout=10).status_code == 404  # signed: gets in
+
+
+def test_files_cross_hosts_over_https_verified_against_the_fleet_ca(hosts, media_server, tmp_path):
+    ca = TestCA.create(tmp_path / "ca")
+    tls = {}
+    for name in ("a", "b"):
+        cert, key, _ = ca.issue(tmp_path / name / "tls")
+        tls[name] = {"VIDEO_API_TLS_CERT_FILE": str(cert), "VIDEO_API_TLS_KEY_FILE": str(key)}
+    a = hosts("a", trust=ca.path, VIDEO_API_TLS_CA_FILE=str(ca.path), **tls["a"])
+    # b trusts another CA only: it must refuse a's certificate rather than fetch from it.
+    stranger = TestCA.create(tmp_path / "stranger-ca", name="a stranger CA")
+    b = hosts("b", trust=ca.path, VIDEO_API_TLS_CA_FILE=str(stranger.path), **tls["b"])
+    # Whichever host runs a task, the other answers its download: submit until each has been the other.
+    answers = {}
+    for attempt in range(8):
+        submitter = (a, b)[attempt % 2]
+        task_id = submitter.submit(media_server.url(f"/media/sample.mp4?tls={attempt}"))
+        done = submitter.wait(task_id, lambda s: s["status"] in ("completed", "failed"))
+        assert done["status"] == "completed", done
+        owner = owner_of(task_id, a, b)
+        other = b if owner is a else a
+        answer = other.http.get(other.base + done["files"]["video"], timeout=30)
+        expected = owner.http.get(owner.base + done["files"]["video"], timeout=30).content
+        answers[other.name] = (answer.status_code, answer.content == expected, answer.headers["Content-Type"])
+        if len(answers) == 2:
+            break
+    assert answers["a"][:2] == (200, True)  # a trusts the fleet CA: the file arrives through it, verified
+    assert answers["b"] == (503, False, "application/json")  # b refuses a certificate it cannot verify
 
 
 @pytest.mark.parametrize(

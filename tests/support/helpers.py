@@ -133,10 +133,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def trusting(ca: Path) -> requests.Session:
+    """A client that verifies servers against ca only (REQUESTS_CA_BUNDLE and the like ignored)."""
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(ca)
+    return session
+
+
 class ServiceProcess:
     """The real service, `python -m app`, as a subprocess (for restart, SIGTERM and kill -9)."""
 
-    def __init__(self, data_dir: Path, *args: str, **env):
+    def __init__(self, data_dir: Path, *args: str, trust: Path | None = None, **env):
+        """trust: the CA file this test client verifies the service's certificate with (HTTPS)."""
         self.args = args
         self.port = int(env.get("PORT") or free_port())  # PORT=: a restart on the same address
         self.data_dir = data_dir
@@ -150,7 +159,9 @@ class ServiceProcess:
             **env,
         }
         self.process = None
-        self.base = f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.env.get("VIDEO_API_TLS_CERT_FILE") else "http"
+        self.base = f"{scheme}://127.0.0.1:{self.port}"
+        self.http = requests.Session() if trust is None else trusting(trust)
         self.command = [sys.executable, "-m", "app", *args]  # a test may wrap it (e.g. in unshare)
 
     def start(self) -> "ServiceProcess":
@@ -159,7 +170,7 @@ class ServiceProcess:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                requests.get(self.base + "/api/health", timeout=2)
+                self.http.get(self.base + "/api/health", timeout=2)
                 return self
             except requests.ConnectionError:
                 assert self.process.poll() is None, "service exited at start-up"
@@ -167,10 +178,10 @@ class ServiceProcess:
         raise AssertionError("service did not start")
 
     def get(self, path: str) -> dict:
-        return requests.get(self.base + path, timeout=10).json()
+        return self.http.get(self.base + path, timeout=10).json()
 
     def submit(self, url: str, **options) -> str:
-        response = requests.post(self.base + "/api/process", json={"url": url, **options}, timeout=10)
+        response = self.http.post(self.base + "/api/process", json={"url": url, **options}, timeout=10)
         assert response.status_code == 202, response.text
         return response.json()["task_id"]
 

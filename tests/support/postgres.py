@@ -36,9 +36,12 @@ def _as_postgres(*command) -> None:
 
 
 class PostgresServer:
-    def __init__(self, durable: bool = False):
+    def __init__(self, durable: bool = False, tls: tuple[Path, Path] | None = None):
+        """tls: (certificate, key) files: TCP clients then connect only with TLS (hostssl), as the
+        postgresql role sets a fleet's server up."""
         self.options = () if durable else FAST
         self.password = secrets.token_urlsafe(18)
+        self.tls = tls
 
     def start(self) -> "PostgresServer":
         bindir = _bindir()
@@ -68,13 +71,35 @@ class PostgresServer:
         from tests.support.helpers import free_port  # here: helpers imports this module
 
         self.port = free_port()
+        tls_options = self._enable_tls() if self.tls else ()
         options = " ".join(
-            ("-p", str(self.port), "-k", str(self.socket_dir), "-c", "listen_addresses=127.0.0.1", *self.options)
+            (
+                *("-p", str(self.port), "-k", str(self.socket_dir), "-c", "listen_addresses=127.0.0.1"),
+                *self.options,
+                *tls_options,
+            )
         )
         self._pg_ctl = bindir / "pg_ctl"
         self._server_options = options
         self.resume()
         return self
+
+    def _enable_tls(self) -> tuple[str, ...]:
+        """Server options for TLS, with copies of the files the server accepts (its own, key 0600)
+        and a pg_hba.conf that admits TCP clients with TLS only."""
+        assert self.tls is not None
+        copies = []
+        for source, name in zip(self.tls, ("server.crt", "server.key"), strict=True):
+            copy = self.dir / name
+            shutil.copyfile(source, copy)
+            copy.chmod(0o600)
+            shutil.chown(copy, "postgres", "postgres")
+            copies.append(copy)
+        (self.data / "pg_hba.conf").write_text(
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 127.0.0.1/32 reject\n"
+        )
+        cert, key = copies
+        return ("-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}")
 
     def resume(self) -> None:
         """Start the server (again, after halt())."""

@@ -56,7 +56,7 @@ async def internal_file(request: web.Request) -> web.StreamResponse:
     """A file of this host, for another host answering a download (not in the API document)."""
     cluster = request.app.get(CLUSTER)
     if cluster is None or not cluster.is_signed(request):
-        raise ApiError(403, "forbidden", "internal endpoint: a valid, current cluster signature is required")
+        raise ApiError(403, "forbidden", "internal endpoint: a current cluster signature, used once, is required")
     return await _serve_file(request, await live_file_of(request))
 
 
