@@ -59,9 +59,11 @@ def fleet_context(version=None):
 
 def handshake(context, server_hostname=LB, port=443):
     """A TLS handshake with the load balancer: the negotiated version and its certificate."""
-    with socket.create_connection((address(LB), port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname=server_hostname) as tls:
-            return tls.version(), x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+    with (
+        socket.create_connection((address(LB), port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=server_hostname) as tls,
+    ):
+        return tls.version(), x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
 
 
 def current_release(container):

@@ -2,6 +2,7 @@
 shared credentials, their release layout and their firewall."""
 
 import re
+from urllib.parse import unquote
 
 from conftest import API_HOSTS, DB, INSTALL_DIR, LB, address, current_release, docker
 
@@ -19,7 +20,9 @@ def test_postgresql_listens_on_its_address_and_admits_only_the_api_hosts(host):
     assert sorted(line[3] for line in hba if line[:1] == ["hostssl"] and line[-1] == "scram-sha-256") == api_addresses
     assert sorted(line[3] for line in hba if line[:1] == ["hostnossl"] and line[-1] == "reject") == api_addresses
     assert [line[3] for line in hba if line[:1] == ["host"]] == ["127.0.0.1/32", "::1/128"], hba
-    settings = host.check_output("sudo -u postgres psql -Atc 'SHOW ssl; SHOW ssl_min_protocol_version; SHOW ssl_cert_file'")
+    settings = host.check_output(
+        "sudo -u postgres psql -Atc 'SHOW ssl; SHOW ssl_min_protocol_version; SHOW ssl_cert_file'"
+    )
     assert settings.split() == ["on", "TLSv1.2", "/etc/ssl/video-api/host.crt"], settings
     ufw = host.check_output("ufw status")
     assert sorted(re.findall(r"5432/tcp +ALLOW +(\S+)", ufw)) == sorted(address(api) for api in API_HOSTS), ufw
@@ -57,14 +60,18 @@ def test_api_hosts_share_token_and_secret_and_know_the_database(host):
     assert f"VIDEO_API_DATABASE_URL_FILE={CONFIG_DIR}/database_url" in env
     assert f"VIDEO_API_CLUSTER_SECRET_FILE={CONFIG_DIR}/cluster_secret" in env
     assert f"VIDEO_API_NODE_ID={host.backend.host}\n" in env
-    assert f"VIDEO_API_NODE_URL=http://{address(host.backend.host)}:8000\n" in env
+    assert f"VIDEO_API_NODE_URL=https://{address(host.backend.host)}:8000\n" in env
+    for name, path in (("CERT", "host.crt"), ("KEY", "host.key"), ("CA", "ca.crt")):
+        assert f"VIDEO_API_TLS_{name}_FILE=/etc/ssl/video-api/{path}\n" in env
     assert f"VIDEO_API_TRUSTED_PROXIES={address(LB)}/32\n" in env
     for name in ("database_url", "cluster_secret", "tokens"):
         secret = host.file(f"{CONFIG_DIR}/{name}")
         assert (secret.user, secret.group, secret.mode) == ("root", "video-api", 0o640), name
         assert secret.content_string == docker(API_HOSTS[0], f"cat {CONFIG_DIR}/{name}") + "\n", name
     assert host.file(f"{CONFIG_DIR}/database_url").content_string.startswith("postgresql://video_api:")
-    assert f"@{address(DB)}:5432/video_api" in host.file(f"{CONFIG_DIR}/database_url").content_string
+    url = host.file(f"{CONFIG_DIR}/database_url").content_string
+    assert f"@{address(DB)}:5432/video_api?sslmode=verify-full&sslrootcert=" in url
+    assert unquote(url.strip().rpartition("sslrootcert=")[2]) == "/etc/ssl/video-api/ca.crt", url
 
 
 def test_the_unit_runs_the_current_release(host):

@@ -76,9 +76,10 @@ def test_every_connection_of_the_service_is_encrypted():
 @pytest.mark.parametrize("api", API_HOSTS)
 def test_postgresql_refuses_a_plain_connection_and_verifies_with_the_ca(api):
     connect = (
-        "/opt/video-download-api/venv/bin/python -c \"import psycopg, sys;"
+        '/opt/video-download-api/venv/bin/python -c "import psycopg, sys;'
         f" url = open('{CONFIG_DIR}/database_url').read().strip();"
-        " psycopg.connect(url, sslmode=sys.argv[1], sslrootcert='/etc/ssl/video-api/ca.crt', connect_timeout=5).close()\""
+        " psycopg.connect(url, sslmode=sys.argv[1], sslrootcert='/etc/ssl/video-api/ca.crt',"
+        ' connect_timeout=5).close()"'
     )
     docker(api, f"{connect} verify-full")
     refused = failure_output(api, f"{connect} disable")
@@ -97,7 +98,36 @@ def test_an_api_host_serves_https_only(api):
     # From the load balancer, which the firewall admits (and whose trust store has the fleet CA):
     # HTTPS answers, plain HTTP gets no HTTP answer at all.
     url = f"{address(api)}:8000/api/health"
-    fetch = "python3 -c \"import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=5).status)\""
+    fetch = 'python3 -c "import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=5).status)"'
     assert docker(LB, f"{fetch} https://{url}") == "200"
     plain = failure_output(LB, f"{fetch} http://{url}")
     assert "HTTPError" not in plain, plain
+
+
+# Runs on one API host: a signed request for the other's internal file endpoint, sent twice as is.
+REPLAY = r"""
+import hashlib, hmac, json, secrets, sys, time, urllib.error, urllib.request
+base, path = sys.argv[1:3]
+secret = open("/etc/video-download-api/cluster_secret").read().strip()
+stamp, nonce = str(int(time.time())), secrets.token_hex(16)
+signature = hmac.new(secret.encode(), f"{stamp}\n{nonce}\nGET\n{path}".encode(), hashlib.sha256).hexdigest()
+headers = {"X-Video-Api-Node": "replayer", "X-Video-Api-Timestamp": stamp, "X-Video-Api-Nonce": nonce,
+           "X-Video-Api-Signature": signature}
+codes = []
+for _ in range(2):
+    try:
+        with urllib.request.urlopen(urllib.request.Request(base + path, headers=headers), timeout=10) as response:
+            codes.append(response.status)
+    except urllib.error.HTTPError as error:
+        codes.append(error.code)
+print(json.dumps(codes))
+"""
+
+
+def test_a_replayed_internal_request_is_refused():
+    sender, receiver = API_HOSTS
+    codes = json.loads(
+        docker(sender, f"python3 -c '{REPLAY}' https://{address(receiver)}:8000 /internal/files/no-such-file")
+    )
+    # The first is accepted (and finds no such file), the same request again is refused.
+    assert codes[0] != 403 and codes[1] == 403, codes

@@ -8,7 +8,11 @@ TLS_DIR = "/etc/ssl/video-api"
 
 
 def test_key_certificate_and_ca_are_in_place(host):
-    expected = {"host.key": ("root", "ssl-cert", 0o640), "host.crt": ("root", "root", 0o644), "ca.crt": ("root", "root", 0o644)}
+    expected = {
+        "host.key": ("root", "ssl-cert", 0o640),
+        "host.crt": ("root", "root", 0o644),
+        "ca.crt": ("root", "root", 0o644),
+    }
     for name, owner in expected.items():
         found = host.file(f"{TLS_DIR}/{name}")
         assert (found.user, found.group, found.mode) == owner, name
@@ -48,7 +52,7 @@ def test_the_service_answers_https_only(api, host):
     # Plain HTTP to the same port gets no HTTP answer.
     plain = host.run(
         "python3 -c \"import json, urllib.request as u; print(json.dumps(u.urlopen('http://127.0.0.1:8000/api/health',"
-        " timeout=5).status))\""
+        ' timeout=5).status))"'
     )
     assert plain.rc != 0 and "HTTPError" not in plain.stderr, plain.stdout
     assert json.loads(plain.stdout or "null") is None
