@@ -79,6 +79,8 @@ class Client:
         token = docker(API_HOSTS[0], "sed -n '/^[^#]/{p;q}' /etc/video-download-api/tokens")
         self.session = requests.Session()
         self.session.verify = FLEET_CA
+        # Else REQUESTS_CA_BUNDLE in the environment would replace the fleet CA.
+        self.session.trust_env = False
         self.session.headers["Authorization"] = f"Bearer {token}"
 
     def get(self, path, **kwargs):
