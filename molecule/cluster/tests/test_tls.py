@@ -60,7 +60,7 @@ def test_testssl_finds_nothing_high_or_critical():
         " https://127.0.0.1:443 >/tmp/testssl.log 2>&1 || true",
     )
     # The JSON file lists the findings of severity HIGH and above only.
-    assert " Done " in docker(LB, "tail -5 /tmp/testssl.log")
+    assert "Done " in docker(LB, "tail -5 /tmp/testssl.log")
     assert json.loads(docker(LB, "cat /tmp/testssl.json")) == []
 
 
