@@ -16,7 +16,8 @@ import pytest
 import requests
 
 import app
-from tests.support.helpers import FINAL, REPO, ffprobe, free_port
+from tests.support.certificates import TestCA, served_serial
+from tests.support.helpers import FINAL, REPO, ffprobe, free_port, trusting
 from tests.support.mediaserver import generate_media
 
 pytestmark = pytest.mark.container
@@ -174,7 +175,7 @@ def test_image_metadata_and_contents(image):
     assert config["Entrypoint"] == ["/usr/bin/tini", "--"]
     assert "VIDEO_API_DATA_DIR=/data" in config["Env"] and "HOST=0.0.0.0" in config["Env"]
     assert list(config["Volumes"]) == ["/data"]
-    assert "/api/health" in " ".join(config["Healthcheck"]["Test"])
+    assert config["Healthcheck"]["Test"] == ["CMD", "python", "-m", "app.healthcheck"]
     # Nothing but the runtime: no pip, compiler, apt lists or caches, no tests in the app.
     leftovers = docker(
         "run",
@@ -263,6 +264,48 @@ def test_download_stop_and_resume(image, network, media, containers, tmp_path):
     assert {s["codec_type"] for s in ffprobe(resumed)["streams"]} == {"video", "audio"}
     assert requests.get(f"{base}/api/status/{task_id}", timeout=10).json()["status"] == "completed"
     assert docker("diff", second) == ""
+
+
+def test_the_image_serves_https_from_mounted_files(image, tmp_path):
+    """VIDEO_API_TLS_CERT_FILE/KEY_FILE from a read-only bind mount: the HEALTHCHECK (pinned to that
+    certificate) passes, a client verifying against the CA only gets 200, and a renewed pair written
+    into the mount is served after `docker kill --signal HUP` (tini hands SIGHUP to the service)."""
+    ca = TestCA.create(tmp_path / "ca")
+    tls = tmp_path / "tls"
+    cert, key, serial = ca.issue(tls)
+    # The container's uid 10001 reads the key; in production the key is that uid's alone (0400).
+    tls.chmod(0o755)
+    key.chmod(0o644)
+    port, name = free_port(), f"{PREFIX}-tls"
+    try:
+        options = [*HARDENED, "--health-interval", "1s", "-p", f"127.0.0.1:{port}:8000", "-v", f"{tls}:/run/tls:ro"]
+        options += [
+            "-e",
+            f"VIDEO_API_TLS_CERT_FILE=/run/tls/{cert.name}",
+            "-e",
+            f"VIDEO_API_TLS_KEY_FILE=/run/tls/{key.name}",
+        ]
+        docker("run", "-d", "--name", name, *options, "-e", "VIDEO_API_MIN_FREE_MB=1", image)
+        wait_healthy(name)
+        response = trusting(ca.path).get(f"https://127.0.0.1:{port}/api/health", timeout=10)
+        assert response.status_code == 200, response.text
+        assert served_serial(port, ca.path) == serial
+
+        _, _, renewed = ca.issue(tls)  # in place: same files, same modes
+        docker("kill", "--signal", "HUP", name)
+        deadline = time.monotonic() + 10
+        while served_serial(port, ca.path) != renewed:
+            assert time.monotonic() < deadline, docker("logs", name)
+            time.sleep(0.2)
+        # The next probe pins the renewed certificate and passes.
+        last = json.loads(inspect(name, "{{json .State.Health}}"))["Log"][-1]["Start"]
+        deadline = time.monotonic() + 10
+        while (probe := json.loads(inspect(name, "{{json .State.Health}}"))["Log"][-1])["Start"] == last:
+            assert time.monotonic() < deadline, probe
+            time.sleep(0.2)
+        assert probe["ExitCode"] == 0 and inspect(name, "{{.State.Health.Status}}") == "healthy", probe
+    finally:
+        subprocess.run(["docker", "rm", "--force", "--volumes", name], capture_output=True)
 
 
 def test_compose_service(image):
