@@ -152,8 +152,8 @@ def wait_task(base: str, task_id: str, predicate, timeout: float = 60) -> dict:
     return body
 
 
-def submit(base: str, url: str, **options) -> str:
-    response = requests.post(f"{base}/api/process", json={"url": url, **options}, timeout=10)
+def submit(base: str, url: str, session=requests, **options) -> str:
+    response = session.post(f"{base}/api/process", json={"url": url, **options}, timeout=10)
     assert response.status_code == 202, response.text
     return response.json()["task_id"]
 
@@ -367,14 +367,29 @@ def cluster_images(image):
 
 
 def test_compose_cluster(image, cluster_images, media, tmp_path):
-    """The cluster profile: PostgreSQL, two replicas and HAProxy come up; HAProxy's published port is
-    answered by both replicas, a download works through it whichever replica holds the file; down
-    --volumes leaves nothing behind."""
+    """The cluster profile: PostgreSQL, two replicas and HAProxy come up; HAProxy's HTTPS port (a
+    certificate of a throwaway CA, mounted) is answered by both replicas, verified against that CA
+    only, with HSTS; its plain port answers only a redirect; a download works through it whichever
+    replica holds the file; a renewed host.pem is served after SIGUSR2; down --volumes leaves nothing
+    behind."""
     compose = shutil.which("docker-compose")
     if compose is None:
         pytest.fail("docker-compose missing (Debian package docker-compose; .ci/run installs it)")
     folder = media[1]
-    port, project = free_port(), f"{PREFIX}-cluster"
+    http_port, https_port, project = free_port(), free_port(), f"{PREFIX}-cluster"
+    ca, tls = TestCA.create(tmp_path / "ca"), tmp_path / "tls"
+
+    def install_certificate() -> int:
+        """host.pem as HAProxy reads it (chain, then key) for the name the test connects to; its serial."""
+        cert, key, serial = ca.issue(tls, names=("localhost", "127.0.0.1"))
+        pem = tls / "host.pem"
+        pem.write_bytes(cert.read_bytes() + key.read_bytes())
+        # HAProxy's user (uid 199 here, 99 in the official image) reads it; in production 0400, that uid's.
+        pem.chmod(0o644)
+        return serial
+
+    serial = install_certificate()
+    tls.chmod(0o755)
     hardened = {"read_only": True, "tmpfs": ["/tmp"], "cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]}
     # Nothing leaves the machine: the project's network is internal; HAProxy publishes on loopback
     # from a second network. The media server joins the profile (JSON is YAML).
@@ -405,7 +420,9 @@ def test_compose_cluster(image, cluster_images, media, tmp_path):
         "VIDEO_API_IMAGE": image,
         "VIDEO_API_POSTGRES_IMAGE": cluster_images["postgres"],
         "VIDEO_API_HAPROXY_IMAGE": cluster_images["haproxy"],
-        "VIDEO_API_CLUSTER_PUBLISH": f"127.0.0.1:{port}",
+        "VIDEO_API_CLUSTER_HTTP_PORT": str(http_port),
+        "VIDEO_API_CLUSTER_HTTPS_PORT": str(https_port),
+        "VIDEO_API_CLUSTER_TLS_DIR": str(tls),
         "VIDEO_API_CLUSTER_SECRET": "test-cluster-secret-0123456789",
         "VIDEO_API_POSTGRES_PASSWORD": "test-password-0123",
         "VIDEO_API_ALLOW_NETWORKS": "172.16.0.0/12,192.168.0.0/16,10.0.0.0/8",
@@ -422,7 +439,7 @@ def test_compose_cluster(image, cluster_images, media, tmp_path):
         "--profile",
         "cluster",
     ]
-    base = f"http://127.0.0.1:{port}"
+    base, http = f"https://127.0.0.1:{https_port}", trusting(ca.path)
 
     def logs() -> str:
         return subprocess.run([*command, "logs", "--no-color"], env=env, capture_output=True, text=True).stdout
@@ -458,7 +475,7 @@ def test_compose_cluster(image, cluster_images, media, tmp_path):
         while seen != set(REPLICAS):
             assert time.monotonic() < deadline, f"answered by {seen}\n{logs()}"
             try:
-                response = requests.get(f"{base}/api/health", timeout=5)
+                response = http.get(f"{base}/api/health", timeout=5)
             except requests.ConnectionError:
                 response = None
             if response is not None and response.status_code == 200:
@@ -468,10 +485,20 @@ def test_compose_cluster(image, cluster_images, media, tmp_path):
         print(f"cluster up and both replicas answering in {time.monotonic() - started:.1f} s")
 
         # One task through HAProxy, polled through it (each poll to the next replica: one shared store).
-        task_id = submit(base, "http://media:8080/media/sample.mp4", extract_audio=False, keep_video=True)
+        assert response.headers["Strict-Transport-Security"] == "max-age=63072000"
+        # Plain HTTP, whatever the method: a redirect to the same path on HTTPS, no replica reached.
+        for method in ("GET", "POST"):
+            plain = requests.request(
+                method, f"http://127.0.0.1:{http_port}/api/tasks?limit=1", allow_redirects=False, timeout=5
+            )
+            assert plain.status_code in (301, 302, 308), (method, plain.status_code, plain.text)
+            assert plain.headers["Location"] == f"{base}/api/tasks?limit=1", plain.headers
+            assert "X-Served-By" not in plain.headers
+
+        task_id = submit(base, "http://media:8080/media/sample.mp4", http, extract_audio=False, keep_video=True)
         deadline = time.monotonic() + 60
         while True:
-            response = requests.get(f"{base}/api/status/{task_id}", timeout=10)
+            response = http.get(f"{base}/api/status/{task_id}", timeout=10)
             served_by(response)
             if (body := response.json())["status"] in FINAL:
                 break
@@ -490,10 +517,22 @@ def test_compose_cluster(image, cluster_images, media, tmp_path):
         # Round robin: the downloads come from both replicas, the other one streaming it from the holder.
         original, served = (folder / "sample.mp4").read_bytes(), set()
         for attempt in range(6):
-            response = requests.get(base + body["files"]["video"], timeout=30)
+            response = http.get(base + body["files"]["video"], timeout=30)
             served.add(served_by(response))
             assert response.content == original, f"download {attempt} from {response.headers['X-Served-By']}"
         assert served == set(REPLICAS), served
+
+        # Renewal: new content in the same file, SIGUSR2 to HAProxy's master, the new serial served.
+        assert served_serial(https_port, ca.path) == serial
+        renewed = install_certificate()
+        assert (
+            subprocess.run([*command, "kill", "-s", "SIGUSR2", "haproxy"], env=env, capture_output=True).returncode == 0
+        )
+        deadline = time.monotonic() + 10
+        while served_serial(https_port, ca.path) != renewed:
+            assert time.monotonic() < deadline, f"renewed certificate not served\n{logs()}"
+            time.sleep(0.2)
+        assert http.get(f"{base}/api/health", timeout=5).status_code == 200
     finally:
         down = subprocess.run(
             [*command, "down", "--volumes", "--timeout", "10"], env=env, capture_output=True, text=True, timeout=120
