@@ -14,7 +14,8 @@ import sys
 from app.settings import ConfigError, Settings, load_settings
 
 TIMEOUT_S = 4.0  # below the HEALTHCHECK's --timeout
-WILDCARDS = ("", "0.0.0.0", "::")
+# A wildcard HOST is probed on loopback; "::" is IPv6 only (asyncio sets IPV6_V6ONLY).
+LOOPBACK = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
 _FIRST_PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
@@ -34,7 +35,7 @@ def pinned_context(cert_file: str) -> ssl.SSLContext:
 
 def probe(settings: Settings) -> None:
     """Raises unless the service on settings' port answers /api/health with 200."""
-    host = "127.0.0.1" if settings.host in WILDCARDS else settings.host
+    host = LOOPBACK.get(settings.host, settings.host)
     # http.client ignores proxy variables, as the service's own requests do.
     connection: http.client.HTTPConnection
     if settings.tls_cert_file:
