@@ -67,6 +67,4 @@ def service_factory(tmp_path):
 
     yield start
     for service in services:
-        if service.process.poll() is None:
-            service.process.kill()
-            service.process.wait()
+        service.kill()

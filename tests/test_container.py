@@ -16,7 +16,8 @@ import pytest
 import requests
 
 import app
-from tests.support.helpers import FINAL, REPO, ffprobe, free_port
+from tests.support.certificates import TestCA, served_serial
+from tests.support.helpers import FINAL, REPO, ffprobe, free_port, trusting
 from tests.support.mediaserver import generate_media
 
 pytestmark = pytest.mark.container
@@ -151,8 +152,8 @@ def wait_task(base: str, task_id: str, predicate, timeout: float = 60) -> dict:
     return body
 
 
-def submit(base: str, url: str, **options) -> str:
-    response = requests.post(f"{base}/api/process", json={"url": url, **options}, timeout=10)
+def submit(base: str, url: str, session=requests, **options) -> str:
+    response = session.post(f"{base}/api/process", json={"url": url, **options}, timeout=10)
     assert response.status_code == 202, response.text
     return response.json()["task_id"]
 
@@ -174,7 +175,7 @@ def test_image_metadata_and_contents(image):
     assert config["Entrypoint"] == ["/usr/bin/tini", "--"]
     assert "VIDEO_API_DATA_DIR=/data" in config["Env"] and "HOST=0.0.0.0" in config["Env"]
     assert list(config["Volumes"]) == ["/data"]
-    assert "/api/health" in " ".join(config["Healthcheck"]["Test"])
+    assert config["Healthcheck"]["Test"] == ["CMD", "python", "-m", "app.healthcheck"]
     # Nothing but the runtime: no pip, compiler, apt lists or caches, no tests in the app.
     leftovers = docker(
         "run",
@@ -265,6 +266,48 @@ def test_download_stop_and_resume(image, network, media, containers, tmp_path):
     assert docker("diff", second) == ""
 
 
+def test_the_image_serves_https_from_mounted_files(image, tmp_path):
+    """VIDEO_API_TLS_CERT_FILE/KEY_FILE from a read-only bind mount: the HEALTHCHECK (pinned to that
+    certificate) passes, a client verifying against the CA only gets 200, and a renewed pair written
+    into the mount is served after `docker kill --signal HUP` (tini hands SIGHUP to the service)."""
+    ca = TestCA.create(tmp_path / "ca")
+    tls = tmp_path / "tls"
+    cert, key, serial = ca.issue(tls)
+    # The container's uid 10001 reads the key; in production the key is that uid's alone (0400).
+    tls.chmod(0o755)
+    key.chmod(0o644)
+    port, name = free_port(), f"{PREFIX}-tls"
+    try:
+        options = [*HARDENED, "--health-interval", "1s", "-p", f"127.0.0.1:{port}:8000", "-v", f"{tls}:/run/tls:ro"]
+        options += [
+            "-e",
+            f"VIDEO_API_TLS_CERT_FILE=/run/tls/{cert.name}",
+            "-e",
+            f"VIDEO_API_TLS_KEY_FILE=/run/tls/{key.name}",
+        ]
+        docker("run", "-d", "--name", name, *options, "-e", "VIDEO_API_MIN_FREE_MB=1", image)
+        wait_healthy(name)
+        response = trusting(ca.path).get(f"https://127.0.0.1:{port}/api/health", timeout=10)
+        assert response.status_code == 200, response.text
+        assert served_serial(port, ca.path) == serial
+
+        _, _, renewed = ca.issue(tls)  # in place: same files, same modes
+        docker("kill", "--signal", "HUP", name)
+        deadline = time.monotonic() + 10
+        while served_serial(port, ca.path) != renewed:
+            assert time.monotonic() < deadline, docker("logs", name)
+            time.sleep(0.2)
+        # The next probe pins the renewed certificate and passes.
+        last = json.loads(inspect(name, "{{json .State.Health}}"))["Log"][-1]["Start"]
+        deadline = time.monotonic() + 10
+        while (probe := json.loads(inspect(name, "{{json .State.Health}}"))["Log"][-1])["Start"] == last:
+            assert time.monotonic() < deadline, probe
+            time.sleep(0.2)
+        assert probe["ExitCode"] == 0 and inspect(name, "{{.State.Health.Status}}") == "healthy", probe
+    finally:
+        subprocess.run(["docker", "rm", "--force", "--volumes", name], capture_output=True)
+
+
 def test_compose_service(image):
     """compose.yaml with the docker-compose found here (1.29): up, healthy on the published port, down."""
     compose = shutil.which("docker-compose")
@@ -324,14 +367,29 @@ def cluster_images(image):
 
 
 def test_compose_cluster(image, cluster_images, media, tmp_path):
-    """The cluster profile: PostgreSQL, two replicas and HAProxy come up; HAProxy's published port is
-    answered by both replicas, a download works through it whichever replica holds the file; down
-    --volumes leaves nothing behind."""
+    """The cluster profile: PostgreSQL, two replicas and HAProxy come up; HAProxy's HTTPS port (a
+    certificate of a throwaway CA, mounted) is answered by both replicas, verified against that CA
+    only, with HSTS; its plain port answers only a redirect; a download works through it whichever
+    replica holds the file; a renewed host.pem is served after SIGUSR2; down --volumes leaves nothing
+    behind."""
     compose = shutil.which("docker-compose")
     if compose is None:
         pytest.fail("docker-compose missing (Debian package docker-compose; .ci/run installs it)")
     folder = media[1]
-    port, project = free_port(), f"{PREFIX}-cluster"
+    http_port, https_port, project = free_port(), free_port(), f"{PREFIX}-cluster"
+    ca, tls = TestCA.create(tmp_path / "ca"), tmp_path / "tls"
+
+    def install_certificate() -> int:
+        """host.pem as HAProxy reads it (chain, then key) for the name the test connects to; its serial."""
+        cert, key, serial = ca.issue(tls, names=("localhost", "127.0.0.1"))
+        pem = tls / "host.pem"
+        pem.write_bytes(cert.read_bytes() + key.read_bytes())
+        # HAProxy's user (uid 199 here, 99 in the official image) reads it; in production 0400, that uid's.
+        pem.chmod(0o644)
+        return serial
+
+    serial = install_certificate()
+    tls.chmod(0o755)
     hardened = {"read_only": True, "tmpfs": ["/tmp"], "cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]}
     # Nothing leaves the machine: the project's network is internal; HAProxy publishes on loopback
     # from a second network. The media server joins the profile (JSON is YAML).
@@ -362,7 +420,9 @@ def test_compose_cluster(image, cluster_images, media, tmp_path):
         "VIDEO_API_IMAGE": image,
         "VIDEO_API_POSTGRES_IMAGE": cluster_images["postgres"],
         "VIDEO_API_HAPROXY_IMAGE": cluster_images["haproxy"],
-        "VIDEO_API_CLUSTER_PUBLISH": f"127.0.0.1:{port}",
+        "VIDEO_API_CLUSTER_HTTP_PORT": str(http_port),
+        "VIDEO_API_CLUSTER_HTTPS_PORT": str(https_port),
+        "VIDEO_API_CLUSTER_TLS_DIR": str(tls),
         "VIDEO_API_CLUSTER_SECRET": "test-cluster-secret-0123456789",
         "VIDEO_API_POSTGRES_PASSWORD": "test-password-0123",
         "VIDEO_API_ALLOW_NETWORKS": "172.16.0.0/12,192.168.0.0/16,10.0.0.0/8",
@@ -379,7 +439,7 @@ def test_compose_cluster(image, cluster_images, media, tmp_path):
         "--profile",
         "cluster",
     ]
-    base = f"http://127.0.0.1:{port}"
+    base, http = f"https://127.0.0.1:{https_port}", trusting(ca.path)
 
     def logs() -> str:
         return subprocess.run([*command, "logs", "--no-color"], env=env, capture_output=True, text=True).stdout
@@ -415,7 +475,7 @@ def test_compose_cluster(image, cluster_images, media, tmp_path):
         while seen != set(REPLICAS):
             assert time.monotonic() < deadline, f"answered by {seen}\n{logs()}"
             try:
-                response = requests.get(f"{base}/api/health", timeout=5)
+                response = http.get(f"{base}/api/health", timeout=5)
             except requests.ConnectionError:
                 response = None
             if response is not None and response.status_code == 200:
@@ -425,10 +485,20 @@ def test_compose_cluster(image, cluster_images, media, tmp_path):
         print(f"cluster up and both replicas answering in {time.monotonic() - started:.1f} s")
 
         # One task through HAProxy, polled through it (each poll to the next replica: one shared store).
-        task_id = submit(base, "http://media:8080/media/sample.mp4", extract_audio=False, keep_video=True)
+        assert response.headers["Strict-Transport-Security"] == "max-age=63072000"
+        # Plain HTTP, whatever the method: a redirect to the same path on HTTPS, no replica reached.
+        for method in ("GET", "POST"):
+            plain = requests.request(
+                method, f"http://127.0.0.1:{http_port}/api/tasks?limit=1", allow_redirects=False, timeout=5
+            )
+            assert plain.status_code in (301, 302, 308), (method, plain.status_code, plain.text)
+            assert plain.headers["Location"] == f"{base}/api/tasks?limit=1", plain.headers
+            assert "X-Served-By" not in plain.headers
+
+        task_id = submit(base, "http://media:8080/media/sample.mp4", http, extract_audio=False, keep_video=True)
         deadline = time.monotonic() + 60
         while True:
-            response = requests.get(f"{base}/api/status/{task_id}", timeout=10)
+            response = http.get(f"{base}/api/status/{task_id}", timeout=10)
             served_by(response)
             if (body := response.json())["status"] in FINAL:
                 break
@@ -447,10 +517,22 @@ def test_compose_cluster(image, cluster_images, media, tmp_path):
         # Round robin: the downloads come from both replicas, the other one streaming it from the holder.
         original, served = (folder / "sample.mp4").read_bytes(), set()
         for attempt in range(6):
-            response = requests.get(base + body["files"]["video"], timeout=30)
+            response = http.get(base + body["files"]["video"], timeout=30)
             served.add(served_by(response))
             assert response.content == original, f"download {attempt} from {response.headers['X-Served-By']}"
         assert served == set(REPLICAS), served
+
+        # Renewal: new content in the same file, SIGUSR2 to HAProxy's master, the new serial served.
+        assert served_serial(https_port, ca.path) == serial
+        renewed = install_certificate()
+        assert (
+            subprocess.run([*command, "kill", "-s", "SIGUSR2", "haproxy"], env=env, capture_output=True).returncode == 0
+        )
+        deadline = time.monotonic() + 10
+        while served_serial(https_port, ca.path) != renewed:
+            assert time.monotonic() < deadline, f"renewed certificate not served\n{logs()}"
+            time.sleep(0.2)
+        assert http.get(f"{base}/api/health", timeout=5).status_code == 200
     finally:
         down = subprocess.run(
             [*command, "down", "--volumes", "--timeout", "10"], env=env, capture_output=True, text=True, timeout=120

@@ -116,3 +116,11 @@ def test_bad_setting_exits_2_with_one_line_naming_it(tmp_path, name, value):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and name in lines[0], result.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_a_service_run_under_a_wrapper_leaves_no_process_when_killed(service_factory):
+    # faketime forks the service and waits for it: killing the wrapper alone left the service running.
+    service = service_factory(wrap=("faketime", "-f", "+0s"))
+    assert len(process_group_members(service.process.pid)) >= 2  # faketime and the service
+    service.kill()
+    assert process_group_members(service.process.pid) == []

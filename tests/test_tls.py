@@ -146,3 +146,21 @@ def test_an_unreadable_certificate_stops_start_up_naming_the_files(tmp_path):
         assert result.returncode == 1, result.stderr
         assert f"VIDEO_API_TLS_KEY_FILE={str(key)!r} cannot be loaded" in result.stderr
         assert "PRIVATE KEY" not in result.stderr
+
+
+def _healthcheck(port: int, cert: Path, key: Path) -> subprocess.CompletedProcess:
+    """The image's HEALTHCHECK command (app/healthcheck.py), run here against the service's port."""
+    env = {**os.environ, "PORT": str(port), "VIDEO_API_TLS_CERT_FILE": str(cert), "VIDEO_API_TLS_KEY_FILE": str(key)}
+    return subprocess.run(
+        [sys.executable, "-m", "app.healthcheck"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_the_health_probe_trusts_exactly_the_configured_certificate(tls_service, tmp_path):
+    tls = tmp_path / "tls"
+    passed = _healthcheck(tls_service.port, tls / "host.crt", tls / "host.key")
+    assert passed.returncode == 0, passed.stderr
+    # Another certificate of the same CA, for the same names: not the pinned one, so not trusted.
+    other_cert, other_key, _ = tls_service.ca.issue(tmp_path / "other")
+    failed = _healthcheck(tls_service.port, other_cert, other_key)
+    assert failed.returncode == 1 and "certificate verify failed" in failed.stderr, failed.stderr

@@ -3,6 +3,7 @@ process, submitting and waiting, and looking at processes. Fixtures are in conft
 
 import asyncio
 import atexit
+import contextlib
 import ipaddress
 import json
 import os
@@ -166,16 +167,29 @@ class ServiceProcess:
 
     def start(self) -> "ServiceProcess":
         self.log = open(self.data_dir.parent / f"service-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
-        self.process = subprocess.Popen(self.command, cwd=REPO, env=self.env, stderr=self.log)
+        # A session of its own: kill() then reaches a wrapper's child too (faketime forks the service).
+        self.process = subprocess.Popen(self.command, cwd=REPO, env=self.env, stderr=self.log, start_new_session=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
                 self.http.get(self.base + "/api/health", timeout=2)
                 return self
             except requests.ConnectionError:
-                assert self.process.poll() is None, "service exited at start-up"
+                if self.process.poll() is not None:
+                    self.kill()
+                    raise AssertionError("service exited at start-up") from None
                 time.sleep(0.1)
+        self.kill()
         raise AssertionError("service did not start")
+
+    def kill(self) -> None:
+        """SIGKILL to the service and whatever it runs under (its session's process group)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        deadline = time.monotonic() + 5  # the wrapper's child dies a moment after its SIGKILL
+        while process_group_members(self.process.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def get(self, path: str) -> dict:
         return self.http.get(self.base + path, timeout=10).json()
