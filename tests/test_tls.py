@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
+from app.tls import INTERMEDIATE_CIPHERS
 from tests.support.certificates import TestCA, served_serial
 from tests.support.helpers import REPO, free_port, trusting
 
@@ -164,3 +166,12 @@ def test_the_health_probe_trusts_exactly_the_configured_certificate(tls_service,
     other_cert, other_key, _ = tls_service.ca.issue(tmp_path / "other")
     failed = _healthcheck(tls_service.port, other_cert, other_key)
     assert failed.returncode == 1 and "certificate verify failed" in failed.stderr, failed.stderr
+
+
+def test_the_load_balancers_offer_the_services_cipher_list():
+    # One list, declared in app/tls.py: the haproxy role and the compose file's HAProxy carry copies.
+    role_vars = yaml.safe_load((REPO / "roles" / "haproxy" / "vars" / "main.yml").read_text())
+    assert ":".join(role_vars["__haproxy_ciphers"]) == INTERMEDIATE_CIPHERS
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    haproxy_config = compose["services"]["haproxy"]["environment"]["HAPROXY_CONFIG"]
+    assert f"ssl-default-bind-ciphers {INTERMEDIATE_CIPHERS}\n" in haproxy_config
