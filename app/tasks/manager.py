@@ -100,7 +100,7 @@ class Manager:
         self._stopping = False
         self._scheduler: asyncio.Task[None] | None = None
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(["app.tasks.downloader"])
+        self._context.set_forkserver_preload(["app.tasks.lifeline", "app.tasks.downloader"])
 
     @property
     def running_count(self) -> int:
@@ -121,8 +121,9 @@ class Manager:
         resumed = await self.store.requeue_running("resuming after restart", count_attempt=True)
         for task_id in resumed:
             log.info("task %s running -> queued (service restarted; resumes)", task_id)
-        # Start the fork server now, so the first task does not wait for its imports.
-        await asyncio.to_thread(multiprocessing.forkserver.ensure_running)
+        # Start the fork server now, so the first task does not wait for its imports; from this
+        # thread, whose end is the one the fork server's lifeline watches (a quick spawn).
+        multiprocessing.forkserver.ensure_running()
         self._scheduler = asyncio.create_task(self._schedule())
         self._wakeup.set()
 

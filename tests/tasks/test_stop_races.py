@@ -30,7 +30,15 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
-def trial(tmp_path: Path, media_server, delay: float, warm: bool, queued: int = 1) -> float:
+def command_line(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "(gone)"
+
+
+def marked_service(tmp_path: Path) -> tuple[ServiceProcess, str]:
+    """A started service whose every process carries a marker of its own in its environment."""
     marker = f"VIDEO_API_TEST_TRIAL={uuid.uuid4().hex}"
     service = ServiceProcess(
         tmp_path / f"trial-{uuid.uuid4().hex[:8]}",
@@ -38,7 +46,19 @@ def trial(tmp_path: Path, media_server, delay: float, warm: bool, queued: int = 
         VIDEO_API_TEST_TRIAL=marker.split("=")[1],
     )
     service.data_dir.mkdir(parents=True)
-    service.start()
+    return service.start(), marker
+
+
+def assert_nothing_left(marker: str, grace_s: float, when: str) -> None:
+    deadline = time.monotonic() + grace_s  # SIGKILLed processes take a moment to vanish
+    while processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = {pid: command_line(pid) for pid in processes_with(marker)}
+    assert left == {}, f"processes left behind {when}"
+
+
+def trial(tmp_path: Path, media_server, delay: float, warm: bool, queued: int = 1) -> float:
+    service, marker = marked_service(tmp_path)
     if warm:  # a first download running means the fork server has finished its imports
         first = service.submit(media_server.url(f"/slow/noise.mp4?rate=100000&warm={marker}"), extract_audio=False)
         service.wait(first, lambda s: s["status"] == "downloading" and s["progress"] > 0)
@@ -50,11 +70,17 @@ def trial(tmp_path: Path, media_server, delay: float, warm: bool, queued: int = 
         )
     time.sleep(delay)
     elapsed = service.stop(signal.SIGTERM, timeout=30)
-    deadline = time.monotonic() + 1.0  # SIGKILLed processes take a moment to vanish
-    while processes_with(marker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert processes_with(marker) == [], f"processes left behind after a stop {delay}s after a submit"
+    assert_nothing_left(marker, 1.0, f"after a stop {delay}s after a submit")
     return elapsed
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["stop", "crash"])
+def test_the_fork_server_goes_with_the_service_even_while_it_still_imports(tmp_path, signum):
+    """The fork server spends about a second importing yt-dlp after start-up: a stop or a crash
+    then must take it along at once, not leave it to finish its imports alone."""
+    service, marker = marked_service(tmp_path)
+    service.stop(signum, timeout=30)
+    assert_nothing_left(marker, 0.3, f"by a {signal.Signals(signum).name} right after start-up")
 
 
 @pytest.mark.parametrize("warm", [False, True], ids=["cold-fork-server", "warm-fork-server"])
