@@ -118,6 +118,10 @@ class Manager:
 
     async def start(self) -> None:
         self.settings.media_dir.mkdir(parents=True, exist_ok=True)
+        # After a database restore or a replaced disk, files the store lists may be gone: they are
+        # marked removed before the first download makes room by them (retention's first pass,
+        # started alongside, also cleans what the store does not know).
+        await self.retention.reconcile()
         resumed = await self.store.requeue_running("resuming after restart", count_attempt=True)
         for task_id in resumed:
             log.info("task %s running -> queued (service restarted; resumes)", task_id)

@@ -10,6 +10,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from stat import S_ISREG
 from typing import TypedDict
 
 from app.settings import Settings
@@ -17,6 +18,9 @@ from app.store.base import StoreUnavailableError, TaskStore
 from app.store.records import ACTIVE, FileRecord
 
 MB = 1024 * 1024
+# Why a file's record is marked removed when its file is not on this host's disk as recorded: the
+# database was restored from before retention (or a cancel) deleted it, or the disk was replaced.
+MISSING_REASON = "missing on disk (database restored or disk replaced)"
 log = logging.getLogger(__name__)
 
 
@@ -52,12 +56,18 @@ class Retention:
         async with self._lock:
             deleted: list[Deleted] = []
             cutoff = time.time() - self.settings.retention_hours * 3600
-            live = await self.store.live_files()
+            live = await self._forget_missing()
             expired = [f for f in live if f["created_at"] <= cutoff]
             await self._remove(expired, f"older than {self.settings.retention_hours:g} hours", deleted)
             await self._remove_excess([f for f in live if f["created_at"] > cutoff], 0, deleted)
             await self._remove_leftovers(deleted)
         return self._summary(deleted)
+
+    async def reconcile(self) -> None:
+        """Mark removed this host's files that are not on its disk as recorded (the service's start
+        does this before any download: the storage cap must not count files that are gone)."""
+        async with self._lock:
+            await self._forget_missing()
 
     async def make_room(self, reserved: int) -> bool:
         """Delete the oldest finished files until they and `reserved` bytes (downloads under way)
@@ -131,6 +141,21 @@ class Retention:
         for task_id in {f["task_id"] for f in files}:
             await self.store.update(task_id, {"message": f"files removed by retention: {reason}"}, ("completed",))
 
+    async def _forget_missing(self) -> list[FileRecord]:
+        """This host's live files, less those missing from its disk or of another size than recorded,
+        which are marked removed (a download answers 410 with why, the task's message says so). A
+        file of another size at a recorded path is not the recorded one: the leftover sweep deletes it."""
+        live = await self.store.live_files()
+        media_dir = self.settings.media_dir
+        present = await asyncio.to_thread(lambda: {f["id"] for f in live if _size(media_dir / f["path"]) == f["size"]})
+        missing = [f for f in live if f["id"] not in present]
+        if missing:
+            log.warning("%d files recorded on this host are not on its disk: marked removed", len(missing))
+            await self.store.mark_files_removed([f["id"] for f in missing], MISSING_REASON)
+            for task_id in {f["task_id"] for f in missing}:
+                await self.store.update(task_id, {"message": f"files removed: {MISSING_REASON}"}, ("completed",))
+        return [f for f in live if f["id"] in present]
+
     async def _remove_leftovers(self, deleted: list[Deleted]) -> None:
         """Partial files of tasks that are no longer active, and anything of unknown tasks."""
         media_dir = self.settings.media_dir
@@ -167,6 +192,15 @@ def _list_dir(path: Path) -> list[os.DirEntry[str]]:
 
 def _walk_files(top: str) -> list[str]:
     return [os.path.join(root, name) for root, _, names in os.walk(top) for name in names]
+
+
+def _size(path: Path) -> int | None:
+    """The size of a regular file at path (not followed if a link), None if there is none."""
+    try:
+        stat = os.lstat(path)
+    except OSError:
+        return None
+    return stat.st_size if S_ISREG(stat.st_mode) else None
 
 
 def _unlink(path: str | Path) -> int:
