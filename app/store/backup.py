@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from app.settings import Settings
-from app.store.sqlite import lock_file
+from app.store.sqlite import lock_file, own_like_folder
 
 STAMP = "%Y%m%dT%H%M%SZ"
 _NAME = re.compile(r"tasks-([0-9]{8}T[0-9]{6}Z)\.sqlite3")
@@ -53,9 +53,12 @@ def backups(folder: Path) -> list[Backup]:
     return sorted(found, key=lambda backup: backup.taken)
 
 
-def _fsync(path: Path) -> None:
+def _fsync(path: Path, owner: Path | None = None) -> None:
+    """fsync path; with owner, first give it to owner's owner (see own_like_folder)."""
     fd = os.open(path, os.O_RDONLY)
     try:
+        if owner is not None:
+            own_like_folder(fd, owner)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -80,7 +83,9 @@ def backup(settings: Settings, now: datetime | None = None) -> tuple[Backup, lis
         raise BackupError(f"no task database at {settings.db_path} (has the service ever run on this data folder?)")
     taken = (now or datetime.now(UTC)).replace(microsecond=0)
     folder = settings.backups_dir
-    folder.mkdir(parents=True, exist_ok=True)
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        _fsync(folder, settings.data_dir)
     final = folder / f"tasks-{taken.strftime(STAMP)}.sqlite3"
     temporary = folder / f".{final.name}.{os.getpid()}.tmp"
     try:
@@ -96,7 +101,7 @@ def backup(settings: Settings, now: datetime | None = None) -> tuple[Backup, lis
             # One self-contained file: no -wal beside it to lose when it is copied.
             target.execute("PRAGMA journal_mode=DELETE")
         tasks = _check(temporary)
-        _fsync(temporary)
+        _fsync(temporary, folder)
         temporary.rename(final)
         _fsync(folder)
     finally:
@@ -145,7 +150,9 @@ def restore(settings: Settings, source: Path) -> tuple[int, Path | None]:
     task count restored and the folder the replaced database was moved into (None: there was none)."""
     _sqlite_only(settings)
     db = settings.db_path
-    db.parent.mkdir(parents=True, exist_ok=True)
+    if not db.parent.exists():
+        db.parent.mkdir(parents=True)
+        _fsync(db.parent, settings.data_dir)
     lock = lock_file(db, exclusive=True)
     if lock is None:
         raise BackupError(
@@ -159,7 +166,7 @@ def restore(settings: Settings, source: Path) -> tuple[int, Path | None]:
             raise BackupError(f"cannot read the backup {source}: {exc}") from None
         # The copy is what gets checked: what is put in place is exactly what passed.
         tasks = _check(temporary)
-        _fsync(temporary)
+        _fsync(temporary, db.parent)
         replaced = [path for path in (db, *(db.with_name(db.name + s) for s in ("-wal", "-shm"))) if path.exists()]
         aside = None
         if replaced:

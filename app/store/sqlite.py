@@ -113,12 +113,21 @@ def _statements(script: str) -> Iterator[str]:
 WAL_SWITCH_TRIES = 50
 
 
+def own_like_folder(fd: int, folder: Path) -> None:
+    """Give what root creates (a restore or backup run by hand) to the folder's owner, the
+    service user, who could not open it otherwise."""
+    if os.geteuid() == 0:
+        info = folder.stat()
+        os.fchown(fd, info.st_uid, info.st_gid)
+
+
 def lock_file(db_path: Path, exclusive: bool) -> int | None:
     """Lock db/tasks.lock; the open descriptor (closing it unlocks), or None when another process
     holds it the other way. Every store holds it shared for as long as it is open, so a restore,
     which needs it exclusive, knows reliably that no service is using the file (the kernel drops
     the lock of a process that dies, however it dies)."""
     fd = os.open(db_path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    own_like_folder(fd, db_path.parent)
     try:
         fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -215,3 +215,15 @@ def test_the_keep_setting_takes_ascii_whole_days(raw):
             load_settings({"VIDEO_API_BACKUP_KEEP_DAYS": raw})
     else:
         assert load_settings({"VIDEO_API_BACKUP_KEEP_DAYS": raw}).backup_keep_days == 7
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="what root creates by hand")
+def test_what_root_creates_by_hand_belongs_to_the_service_user(tmp_path):
+    settings = make_settings(tmp_path)
+    store_with_tasks(settings.data_dir, 1)
+    for path in (settings.data_dir, settings.db_path.parent):
+        os.chown(path, 65534, 65534)
+    made, _ = backup(settings)
+    assert app_command(settings.data_dir, "restore").returncode == 0
+    for path in (made.path.parent, made.path, settings.db_path, settings.db_path.with_suffix(".lock")):
+        assert (path.stat().st_uid, path.stat().st_gid) == (65534, 65534), path
