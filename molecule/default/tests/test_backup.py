@@ -4,7 +4,7 @@ with its file, B is 404, and the service takes new work."""
 
 import re
 
-from conftest import PROJECT, SERVICE, run_playbook, wait_for
+from conftest import PROJECT, SERVICE, changed_tasks, run_playbook, wait_for
 
 MEDIA_PORT = 8766
 MEDIA = "/srv/molecule-backup-media"
@@ -88,6 +88,12 @@ def test_restore_drill(host, api):
         completed(api, f"http://127.0.0.1:{MEDIA_PORT}/clip.mp4?c")
     finally:
         host.run("kill $(cat /tmp/molecule-backup-media.pid); rm -f /tmp/molecule-backup-*")
+
+
+def test_a_dry_run_of_the_drill_changes_nothing(host):
+    for action in ("backup", "restore"):
+        _, report = drill(host, "--check", "-e", f"video_api_drill={action}")
+        assert changed_tasks(report) == [], action
 
 
 def test_the_newest_backup_time_is_a_metric(host):
