@@ -46,6 +46,9 @@ def test_the_timer_is_scheduled_on_a_sqlite_host(host):
     timer = host.service("video-api-backup.timer")
     assert timer.is_enabled and timer.is_running
     assert "OnCalendar=daily" in host.file("/etc/systemd/system/video-api-backup.timer").content_string
+    output = host.check_output("systemd-analyze security --no-pager video-api-backup.service")
+    exposure = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", output).group(1))
+    assert exposure <= 2.0, exposure  # no network, no capabilities: tighter than the service's 4
 
 
 def test_restore_drill(host, api):
