@@ -54,7 +54,7 @@ def test_the_timer_is_scheduled_on_a_sqlite_host(host):
 def test_restore_drill(host, api):
     host.check_output(
         f"mkdir -p {MEDIA} && ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc=duration=2:size=160x120:rate=25"
-        f" -c:v libx264 -pix_fmt yuv420p {MEDIA}/clip.mp4"
+        f" -f lavfi -i sine=frequency=440:duration=2 -c:v libx264 -pix_fmt yuv420p -c:a aac -shortest {MEDIA}/clip.mp4"
     )
     host.check_output(
         f"setsid python3 -m http.server {MEDIA_PORT} --bind 127.0.0.1 --directory {MEDIA}"
@@ -100,6 +100,7 @@ def test_a_dry_run_of_the_drill_changes_nothing(host):
 
 
 def test_the_newest_backup_time_is_a_metric(host):
+    host.check_output("systemctl start video-api-backup.service")
     text = host.check_output(
         "python3 -c \"import urllib.request as u; print(u.urlopen('https://127.0.0.1:8000/metrics').read().decode())\""
     )
