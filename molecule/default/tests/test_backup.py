@@ -37,7 +37,7 @@ def outputs(report, task_name):
         outcome
         for play in report["plays"]
         for task in play["tasks"]
-        if task["task"]["name"] == task_name
+        if task["task"]["name"].split(" : ")[-1] == task_name  # "video_api : Show the backup"
         for outcome in task["hosts"].values()
     ]
 
