@@ -1,4 +1,5 @@
-"""`python -m app` runs the service; `python -m app --dev` restarts it when its code changes."""
+"""`python -m app` runs the service; `python -m app --dev` restarts it when its code changes;
+`python -m app backup` and `python -m app restore` back up and restore a single host's task store."""
 
 import argparse
 import asyncio
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 from aiohttp import web
@@ -18,6 +20,7 @@ from app.api.application import create_app
 from app.api.keys import MANAGER
 from app.api.protocol_errors import AppRunner
 from app.settings import ConfigError, Settings, load_settings
+from app.store import backup
 from app.store.base import StoreConnectError
 from app.tls import reload_certificate, server_context
 
@@ -104,15 +107,54 @@ def reload_loop() -> int:
             child.wait()
 
 
-def main() -> int:
+def _time_with_offset(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 time like 2026-12-06T10:15:00+00:00") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset (add +00:00 or Z)")
+    return moment
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m app", description="video-download-api service")
     parser.add_argument("--dev", action="store_true", help="restart automatically when the code changes")
-    args = parser.parse_args()
+    commands = parser.add_subparsers(dest="command", metavar="{backup,restore}")
+    commands.add_parser("backup", help="back up the SQLite task store online, then prune old backups")
+    restore = commands.add_parser("restore", help="put a SQLite backup back, with the service stopped")
+    which = restore.add_mutually_exclusive_group()
+    which.add_argument("--at", type=_time_with_offset, help="the newest backup taken at or before this time")
+    which.add_argument("file", nargs="?", type=Path, help="this backup file (default: the newest backup)")
+    return parser.parse_args()
+
+
+def _backup_command(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        if args.command == "backup":
+            made, pruned = backup.backup(settings)
+            pruned_note = f", pruned {len(pruned)} older" if pruned else ""
+            print(f"backup {made.path} {made.size} bytes {made.tasks} tasks{pruned_note}")
+        else:
+            source = args.file or backup.choose(settings, args.at).path
+            tasks, aside = backup.restore(settings, source)
+            print(f"restored {source} ({tasks} tasks) into {settings.db_path}", end="")
+            print(f"; the replaced database is in {aside}" if aside else "; there was no database before")
+    except backup.BackupError as exc:
+        print(f"{args.command} refused: {exc}", file=sys.stderr)
+        return 2 if settings.database_url else 1
+    return 0
+
+
+def main() -> int:
+    args = _arguments()
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command:
+        return _backup_command(args, settings)
     logging.basicConfig(
         stream=sys.stderr, level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -74,10 +74,16 @@ class Metrics:
         histogram.observe(seconds)
 
     def render(
-        self, counts: dict[str, int] | None, running: int, used_bytes: int | None, free_bytes: int
+        self,
+        counts: dict[str, int] | None,
+        running: int,
+        used_bytes: int | None,
+        free_bytes: int,
+        last_backup: float | None = None,
     ) -> web.Response:
         """counts and used_bytes are None while the task database cannot be reached: their families
-        are left out, and video_api_database_up says 0."""
+        are left out, and video_api_database_up says 0. last_backup: when the newest SQLite backup
+        was taken (0: none yet), None on PostgreSQL, whose backups pgBackRest reports."""
         from prometheus_client import generate_latest
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
         from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -133,6 +139,14 @@ class Metrics:
             requests,
             latency,
         ]
+        if last_backup is not None:
+            families.append(
+                GaugeMetricFamily(
+                    "video_api_backup_last_success_timestamp_seconds",
+                    "When the newest complete backup of the SQLite task store was taken (0: none).",
+                    last_backup,
+                )
+            )
         response = web.Response(body=generate_latest(_Families(families)))
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response

@@ -206,6 +206,19 @@ class Settings:
         "PEM file of the CA(s) that other hosts' certificates are verified against when this host fetches a file"
         " from them over HTTPS (the fleet's own CA). Empty: the system's trust store.",
     )
+    backup_dir: str = setting(
+        "VIDEO_API_BACKUP_DIR",
+        "",
+        "Folder of the SQLite task store's backups (`python -m app backup`, `restore`). Empty:"
+        " `<VIDEO_API_DATA_DIR>/backups`. Unused with PostgreSQL, whose backups are pgBackRest's.",
+    )
+    backup_keep_days: int = setting(
+        "VIDEO_API_BACKUP_KEEP_DAYS",
+        7,
+        "Days a SQLite backup is kept; each backup prunes older ones, but never the newest.",
+        low=1,
+        high=3650,
+    )
     lease_s: float = setting(
         "VIDEO_API_LEASE_S",
         30.0,
@@ -229,6 +242,10 @@ class Settings:
     def db_path(self) -> Path:
         # Outside media_dir, so no download route or retention pass can ever reach it.
         return self.data_dir / "db" / "tasks.sqlite3"
+
+    @property
+    def backups_dir(self) -> Path:
+        return Path(self.backup_dir) if self.backup_dir else self.data_dir / "backups"
 
     @property
     def media_dir(self) -> Path:

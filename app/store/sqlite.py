@@ -4,14 +4,16 @@ The interface and what every store promises are in app/store/base.py; one test s
 stores against it (tests/store/test_store_contract.py).
 """
 
+import fcntl
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
-from app.store.base import JSON_COLUMNS, PROGRESS_FIELDS, QueueFullError, TaskStore
+from app.store.base import JSON_COLUMNS, PROGRESS_FIELDS, QueueFullError, StoreConnectError, TaskStore
 from app.store.records import ACTIVE, NewFile, NewTask, TaskRecord
 
 # Ordered schema migrations, applied once each and recorded in schema_version. Each one must work
@@ -111,6 +113,29 @@ def _statements(script: str) -> Iterator[str]:
 WAL_SWITCH_TRIES = 50
 
 
+def own_like_folder(fd: int, folder: Path) -> None:
+    """Give what root creates (a restore or backup run by hand) to the folder's owner, the
+    service user, who could not open it otherwise."""
+    if os.geteuid() == 0:
+        info = folder.stat()
+        os.fchown(fd, info.st_uid, info.st_gid)
+
+
+def lock_file(db_path: Path, exclusive: bool) -> int | None:
+    """Lock db/tasks.lock; the open descriptor (closing it unlocks), or None when another process
+    holds it the other way. Every store holds it shared for as long as it is open, so a restore,
+    which needs it exclusive, knows reliably that no service is using the file (the kernel drops
+    the lock of a process that dies, however it dies)."""
+    fd = os.open(db_path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    own_like_folder(fd, db_path.parent)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def _marks(values: Collection[object]) -> str:
     return ", ".join("?" for _ in values)
 
@@ -122,6 +147,10 @@ class SQLiteTaskStore(TaskStore):
     def __init__(self, path: Path, node: str | None = None) -> None:
         super().__init__(node)
         path.parent.mkdir(parents=True, exist_ok=True)
+        lock = lock_file(path, exclusive=False)
+        if lock is None:
+            raise StoreConnectError(f"{path} is being restored (`python -m app restore` holds its lock)")
+        self._lock = lock
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA busy_timeout=5000")
@@ -310,3 +339,4 @@ class SQLiteTaskStore(TaskStore):
 
     async def close(self) -> None:
         self._db.close()
+        os.close(self._lock)

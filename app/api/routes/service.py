@@ -16,6 +16,7 @@ from app.api.middlewares import ApiError
 from app.api.networks import address_in
 from app.api.openapi import Reply, describe
 from app.api.routes.common import json_response
+from app.store.backup import newest_backup_time
 from app.store.base import StoreUnavailableError
 
 routes = web.RouteTableDef()
@@ -79,7 +80,9 @@ async def metrics(request: web.Request) -> web.Response:
         counts = await request.app[STORE].counts()
         _, used = await request.app[STORE].live_bytes(every_node=True)
     disk = await asyncio.to_thread(shutil.disk_usage, settings.media_dir)
-    return request.app[METRICS].render(counts, request.app[MANAGER].running_count, used, disk.free)
+    # A listing of a few files: cheap enough to read on every scrape, so it is never stale.
+    last_backup = None if settings.database_url else newest_backup_time(settings) or 0.0
+    return request.app[METRICS].render(counts, request.app[MANAGER].running_count, used, disk.free, last_backup)
 
 
 @routes.get("/api/storage/info")
