@@ -5,11 +5,12 @@ without confirmation, a repository that is down fails the role's check by name, 
 import json
 import time
 
-from conftest import API_HOSTS, DB, SERVICE, TERMINAL, docker, run_playbook
+from conftest import API_HOSTS, DB, PROJECT, SERVICE, TERMINAL, docker, run_playbook
 
 BACKUP = "cluster-backup"
 STANZA = "video_api"
 PG_DATA = "/var/lib/postgresql/15/main"
+RESTORE = str(PROJECT / "playbooks" / "restore.yml")
 
 
 def postgres(command):
@@ -25,7 +26,7 @@ def completed_tasks(client, media, count):
 
 
 def test_restore_refuses_without_confirmation():
-    result, report = run_playbook("playbooks/restore.yml", check=False)
+    result, report = run_playbook(RESTORE, check=False)
     assert result.returncode != 0
     assert "restore_confirm=yes" in result.stdout
     # The refusal is the first play's only task; no host was contacted, let alone changed.
@@ -39,7 +40,7 @@ def test_a_repository_that_is_down_fails_the_check_by_name():
     docker(BACKUP, "systemctl stop pgbackrest-server")
     try:
         result, _ = run_playbook(
-            "playbooks/site.yml", "--tags", "pgbackrest_stanza", "--limit", f"{DB},{BACKUP}", check=False
+            str(PROJECT / "playbooks" / "site.yml"), "--tags=pgbackrest_stanza", f"--limit={DB},{BACKUP}", check=False
         )
         assert result.returncode != 0
         assert f"the repository on {BACKUP}" in result.stdout, result.stdout[-3000:]
@@ -57,7 +58,7 @@ def test_a_repository_that_is_down_fails_the_check_by_name():
 
 def test_the_restore_drill(client, media):
     tasks_a = completed_tasks(client, media, 2)
-    run_playbook("playbooks/backup.yml", "-e", "backup_type=full")
+    run_playbook(str(PROJECT / "playbooks" / "backup.yml"), "-e", "backup_type=full")
     full = json.loads(postgres(f"pgbackrest --stanza={STANZA} --output=json info"))[0]["backup"][-1]
     assert full["type"] == "full", full
     tasks_b = completed_tasks(client, media, 2)
@@ -71,7 +72,7 @@ def test_the_restore_drill(client, media):
     postgres(f"pgbackrest --stanza={STANZA} check")
 
     docker(DB, f"systemctl stop postgresql && rm -rf {PG_DATA}")
-    run_playbook("playbooks/restore.yml", "-e", "restore_confirm=yes", "-e", f"restore_target_time={target}")
+    run_playbook(RESTORE, "-e", "restore_confirm=yes", "-e", f"restore_target_time={target}")
 
     for task_id in tasks_a + tasks_b:
         task = client.status(task_id)
@@ -85,7 +86,7 @@ def test_the_restore_drill(client, media):
 
     # The end of the timeline the point-in-time restore left: C is back (D, after it, is not).
     run_playbook(
-        "playbooks/restore.yml",
+        RESTORE,
         "-e",
         "restore_confirm=yes",
         "-e",
