@@ -13,8 +13,15 @@ import time
 
 def as_postgres(*command):
     return subprocess.run(
-        command, user="postgres", group="postgres", extra_groups=["ssl-cert"],
-        capture_output=True, text=True, timeout=50, check=False, cwd="/",
+        command,
+        user="postgres",
+        group="postgres",
+        extra_groups=["ssl-cert"],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+        cwd="/",
     )
 
 
@@ -67,7 +74,8 @@ def archive_metrics():
 
 def main():
     stanza, output = sys.argv[1], sys.argv[2]
-    lines = backup_metrics(stanza) + archive_metrics() + [f"video_api_backup_metrics_timestamp_seconds {int(time.time())}"]
+    lines = backup_metrics(stanza) + archive_metrics()
+    lines.append(f"video_api_backup_metrics_timestamp_seconds {int(time.time())}")
     # Written beside the target and renamed: node exporter never reads half a file.
     handle, temporary = tempfile.mkstemp(dir=os.path.dirname(output), prefix=".video_api_backup.")
     with os.fdopen(handle, "w") as file:
