@@ -27,10 +27,11 @@ def as_postgres(*command):
 
 def backup_metrics(stanza):
     """The end time of the newest good backup of each type, and whether the repository answered."""
-    info = as_postgres("pgbackrest", f"--stanza={stanza}", "--output=json", "info")
+    # A short I/O timeout: a repository that is down must not hold up the rest of the file.
     try:
+        info = as_postgres("pgbackrest", f"--stanza={stanza}", "--io-timeout=10", "--output=json", "info")
         stanzas = json.loads(info.stdout) if info.returncode == 0 else []
-    except ValueError:
+    except (subprocess.TimeoutExpired, ValueError):
         stanzas = []
     # 0: ok, 2: no backup yet; anything else (99: repository unreachable, 4: wrong cipher, ...) is down.
     up = bool(stanzas) and all(s["status"]["code"] in (0, 2) for s in stanzas)
