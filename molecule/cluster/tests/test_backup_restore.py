@@ -71,8 +71,8 @@ def test_the_restore_drill(client, media):
     # The WAL of C in the repository, as by a disk lost just after archiving (check switches and waits).
     postgres(f"pgbackrest --stanza={STANZA} check")
 
-    docker(DB, f"systemctl stop postgresql && rm -rf {PG_DATA}")
-    run_playbook(RESTORE, "-e", "restore_confirm=yes", "-e", f"restore_target_time={target}")
+    docker(DB, f"systemctl stop postgresql@15-main && rm -rf {PG_DATA}")
+    run_playbook(RESTORE, "-e", "restore_confirm=yes", "-e", f"restore_target_time='{target}'")
 
     for task_id in tasks_a + tasks_b:
         task = client.status(task_id)
