@@ -92,7 +92,7 @@ def test_the_restore_drill(client, media):
         "-e",
         f"restore_set={full['label']}",
         "-e",
-        "restore_target_timeline=1",
+        "restore_target_timeline=current",
     )
     assert client.status(task_c)["status"] == "completed"
     assert client.get(f"/api/status/{task_d}").status_code == 404
