@@ -33,7 +33,7 @@ def test_restore_refuses_without_confirmation():
     assert [play["play"]["name"] for play in report["plays"]] == ["Refuse to restore without confirmation"]
     for host in API_HOSTS:
         assert docker(host, f"systemctl is-active {SERVICE}") == "active"
-    assert docker(DB, "systemctl is-active postgresql") == "active"
+    assert docker(DB, "systemctl is-active postgresql@15-main") == "active"
 
 
 def test_a_repository_that_is_down_fails_the_check_by_name():
