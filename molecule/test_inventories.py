@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 INVENTORIES = sorted(p.parent for p in ROOT.glob("inventories/*/hosts.yml"))
 PLAYBOOKS = sorted(ROOT.glob("playbooks/*.yml"))
 BIN = Path(sys.executable).parent
-# The groups the roles and playbooks look for: API hosts, the database host, the load balancers.
-CLUSTER_GROUPS = {"video_api", "video_api_db", "video_api_lb"}
+# The groups the roles and playbooks look for: API hosts, the database host, the load balancers, the
+# backup repository.
+CLUSTER_GROUPS = {"video_api", "video_api_db", "video_api_lb", "video_api_backup"}
 
 
 def ansible(command, *arguments):
