@@ -1,6 +1,7 @@
-"""The SQLite restore drill on a converged host: tasks A, a backup (the timer's unit and the role's
-backup_sqlite tasks), tasks B, the database file lost, the role's restore_sqlite tasks; A is back
-with its file, B is 404, and the service takes new work."""
+"""The SQLite restore drill on a converged host: tasks A, a backup (the timer's unit and
+playbooks/backup.yml), tasks B, the database file lost, playbooks/restore.yml; A is back with its
+file, B is 404, and the service takes new work. The role's task files alone: refused while the
+service runs, and a dry run changes nothing."""
 
 import re
 
@@ -11,6 +12,8 @@ MEDIA = "/srv/molecule-backup-media"
 DB = "/var/lib/video-download-api/db/tasks.sqlite3"
 BACKUPS = "/var/lib/video-download-api/backups"
 DRILL = str(PROJECT / "molecule" / "default" / "backup_drill.yml")
+BACKUP_PLAYBOOK = str(PROJECT / "playbooks" / "backup.yml")
+RESTORE_PLAYBOOK = str(PROJECT / "playbooks" / "restore.yml")
 
 
 def completed(api, url):
@@ -68,7 +71,7 @@ def test_restore_drill(host, api):
         assert "backup /var/lib/video-download-api/backups/tasks-" in host.check_output(
             "journalctl -u video-api-backup.service -o cat -n 20"
         )
-        _, report = drill(host, "-e", "video_api_drill=backup")
+        _, report = run_playbook("--limit", host.backend.host, BACKUP_PLAYBOOK)
         shown = outputs(report, "Show the backup")[0]["msg"]
         assert re.fullmatch(rf"backup: {BACKUPS}/tasks-[0-9]{{8}}T[0-9]{{6}}Z\.sqlite3", shown[0]), shown
         assert re.fullmatch(r"size: [0-9]+ bytes, [0-9]+ tasks", shown[1]), shown
@@ -78,11 +81,11 @@ def test_restore_drill(host, api):
         assert refused.returncode != 0
         assert "stop it first" in outputs(report, "Restore the task store")[0]["stderr"]
 
-        host.check_output(f"systemctl stop {SERVICE} && rm {DB}")
-        _, report = drill(host, "-e", "video_api_drill=restore")
+        # The database lost; restore.yml stops the service, restores, starts it behind the health gate.
+        host.check_output(f"rm {DB}")
+        _, report = run_playbook("--limit", host.backend.host, RESTORE_PLAYBOOK, "-e", "restore_confirm=yes")
         assert outputs(report, "Show the restore")[0]["msg"].startswith(f"restored {BACKUPS}/tasks-")
-        host.check_output(f"systemctl start {SERVICE}")
-        assert wait_for(lambda: api.get("/api/health")[0] == 200, 60)
+        assert api.get("/api/health")[0] == 200
 
         status, restored = api.get(f"/api/status/{task_a['task_id']}")
         assert status == 200 and restored["status"] == "completed" and restored["files"] == task_a["files"]
