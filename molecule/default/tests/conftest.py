@@ -70,7 +70,39 @@ class Api:
     def post(self, path, payload, **kwargs):
         return self.call("POST", path, payload, **kwargs)
 
+    def completed(self, payload):
+        """Submit, wait for the end and require completed; the final status."""
+        status, body = self.post("/api/process", payload)
+        assert status == 202, body
+
+        def finished():
+            _, task = self.get(f"/api/status/{body['task_id']}")
+            return task if task["status"] in ("completed", "failed", "cancelled") else None
+
+        task = wait_for(finished, 120)
+        assert task and task["status"] == "completed", task
+        return task
+
 
 @pytest.fixture
 def api(host):
     return Api(host)
+
+
+@pytest.fixture
+def media(host):
+    """A 3 s clip with audio, made by FFmpeg and served on the host's loopback; its URL."""
+    folder, port = "/srv/molecule-media", 8765
+    host.check_output(
+        f"mkdir -p {folder} && ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc=duration=3:size=320x240:rate=25"
+        f" -f lavfi -i sine=frequency=440:duration=3 -c:v libx264 -pix_fmt yuv420p -c:a aac -shortest {folder}/clip.mp4"
+    )
+    host.check_output(
+        f"setsid python3 -m http.server {port} --bind 127.0.0.1 --directory {folder}"
+        " >/tmp/molecule-media.log 2>&1 < /dev/null & echo $! > /tmp/molecule-media.pid"
+    )
+    try:
+        assert wait_for(lambda: host.socket(f"tcp://127.0.0.1:{port}").is_listening, 10)
+        yield f"http://127.0.0.1:{port}/clip.mp4"
+    finally:
+        host.run("kill $(cat /tmp/molecule-media.pid); rm -f /tmp/molecule-media.pid")

@@ -5,28 +5,13 @@ service runs, and a dry run changes nothing."""
 
 import re
 
-from conftest import PROJECT, SERVICE, changed_tasks, run_playbook, wait_for
+from conftest import PROJECT, SERVICE, changed_tasks, run_playbook
 
-MEDIA_PORT = 8766
-MEDIA = "/srv/molecule-backup-media"
 DB = "/var/lib/video-download-api/db/tasks.sqlite3"
 BACKUPS = "/var/lib/video-download-api/backups"
 DRILL = str(PROJECT / "molecule" / "default" / "backup_drill.yml")
 BACKUP_PLAYBOOK = str(PROJECT / "playbooks" / "backup.yml")
 RESTORE_PLAYBOOK = str(PROJECT / "playbooks" / "restore.yml")
-
-
-def completed(api, url):
-    status, body = api.post("/api/process", {"url": url})
-    assert status == 202, body
-
-    def finished():
-        _, task = api.get(f"/api/status/{body['task_id']}")
-        return task if task["status"] in ("completed", "failed", "cancelled") else None
-
-    task = wait_for(finished, 120)
-    assert task and task["status"] == "completed", task
-    return task
 
 
 def drill(host, *arguments, check=True):
@@ -54,18 +39,9 @@ def test_the_timer_is_scheduled_on_a_sqlite_host(host):
     assert exposure <= 2.0, exposure  # no network, no capabilities: tighter than the service's 4
 
 
-def test_restore_drill(host, api):
-    host.check_output(
-        f"mkdir -p {MEDIA} && ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc=duration=2:size=160x120:rate=25"
-        f" -f lavfi -i sine=frequency=440:duration=2 -c:v libx264 -pix_fmt yuv420p -c:a aac -shortest {MEDIA}/clip.mp4"
-    )
-    host.check_output(
-        f"setsid python3 -m http.server {MEDIA_PORT} --bind 127.0.0.1 --directory {MEDIA}"
-        " >/tmp/molecule-backup-media.log 2>&1 < /dev/null & echo $! > /tmp/molecule-backup-media.pid"
-    )
+def test_restore_drill(host, api, media):
     try:
-        assert wait_for(lambda: host.socket(f"tcp://127.0.0.1:{MEDIA_PORT}").is_listening, 10)
-        task_a = completed(api, f"http://127.0.0.1:{MEDIA_PORT}/clip.mp4?a")
+        task_a = api.completed({"url": f"{media}?a"})
 
         host.check_output("systemctl start video-api-backup.service")  # oneshot: returns when done
         assert "backup /var/lib/video-download-api/backups/tasks-" in host.check_output(
@@ -75,7 +51,7 @@ def test_restore_drill(host, api):
         shown = outputs(report, "Show the backup")[0]["msg"]
         assert re.fullmatch(rf"backup: {BACKUPS}/tasks-[0-9]{{8}}T[0-9]{{6}}Z\.sqlite3", shown[0]), shown
         assert re.fullmatch(r"size: [0-9]+ bytes, [0-9]+ tasks", shown[1]), shown
-        task_b = completed(api, f"http://127.0.0.1:{MEDIA_PORT}/clip.mp4?b")
+        task_b = api.completed({"url": f"{media}?b"})
 
         refused, report = drill(host, "-e", "video_api_drill=restore", check=False)
         assert refused.returncode != 0
@@ -91,9 +67,9 @@ def test_restore_drill(host, api):
         assert status == 200 and restored["status"] == "completed" and restored["files"] == task_a["files"]
         assert api.get(task_a["files"]["video"], out="/tmp/molecule-backup-video")[0] == 200
         assert api.get(f"/api/status/{task_b['task_id']}")[0] == 404
-        completed(api, f"http://127.0.0.1:{MEDIA_PORT}/clip.mp4?c")
+        api.completed({"url": f"{media}?c"})
     finally:
-        host.run("kill $(cat /tmp/molecule-backup-media.pid); rm -f /tmp/molecule-backup-*")
+        host.run("rm -f /tmp/molecule-backup-video")
         host.run(f"systemctl start {SERVICE}")  # the later tests need it, whatever failed here
 
 
