@@ -104,6 +104,8 @@ def backup(settings: Settings, now: datetime | None = None) -> tuple[Backup, lis
         _fsync(temporary, folder)
         temporary.rename(final)
         _fsync(folder)
+    except (sqlite3.Error, OSError) as exc:  # a full disk, an unwritable folder: one line, not a traceback
+        raise BackupError(f"cannot back up {settings.db_path} into {folder}: {exc}") from None
     finally:
         temporary.unlink(missing_ok=True)
     made = Backup(final, taken, final.stat().st_size, tasks)
@@ -162,8 +164,8 @@ def restore(settings: Settings, source: Path) -> tuple[int, Path | None]:
     try:
         try:
             shutil.copyfile(source, temporary)
-        except OSError as exc:
-            raise BackupError(f"cannot read the backup {source}: {exc}") from None
+        except OSError as exc:  # unreadable, or no room for the copy beside the database
+            raise BackupError(f"cannot copy the backup {source} into {db.parent}: {exc}") from None
         # The copy is what gets checked: what is put in place is exactly what passed.
         tasks = _check(temporary)
         _fsync(temporary, db.parent)

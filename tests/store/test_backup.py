@@ -4,6 +4,7 @@ with the service stopped (and refused while it runs, or from a bad backup), prun
 import asyncio
 import os
 import re
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -143,6 +144,26 @@ def test_a_damaged_backup_is_refused_and_nothing_changes(tmp_path, damage):
     assert {path.name: path.read_bytes() for path in settings.db_path.parent.iterdir()} == before
 
 
+def test_a_backup_that_cannot_be_written_says_why_and_leaves_nothing(tmp_path):
+    settings = make_settings(tmp_path)
+    store_with_tasks(settings.data_dir, 1000)
+    environment = {**os.environ, "VIDEO_API_DATA_DIR": str(settings.data_dir)}
+    # A file size limit below the database's: the backup folder's disk is full, as far as SQLite can tell.
+    full = subprocess.run(
+        [sys.executable, "-m", "app", "backup"],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024)),
+    )
+    assert full.returncode == 1, full.stdout
+    assert full.stderr.startswith(f"backup refused: cannot back up {settings.db_path} into {settings.backups_dir}: ")
+    assert "Traceback" not in full.stderr, full.stderr
+    assert list(settings.backups_dir.iterdir()) == []
+
+
 def test_pruning_deletes_old_backups_but_never_the_newest(tmp_path):
     folder = tmp_path / "backups"
     folder.mkdir()
@@ -198,7 +219,7 @@ def test_refusals_name_the_reason(tmp_path):
     no_backup = app_command(tmp_path / "data", "restore")
     assert no_backup.returncode == 1 and "no backup in" in no_backup.stderr
     missing = app_command(tmp_path / "data", "restore", str(tmp_path / "missing.sqlite3"))
-    assert missing.returncode == 1 and "cannot read the backup" in missing.stderr
+    assert missing.returncode == 1 and "cannot copy the backup" in missing.stderr
     fleet = app_command(
         tmp_path / "data",
         "backup",
