@@ -137,9 +137,13 @@ class Retention:
                     "reason": reason,
                 }
             )
+        await self._record_removed(files, reason, f"files removed by retention: {reason}")
+
+    async def _record_removed(self, files: list[FileRecord], reason: str, message: str) -> None:
+        """Mark the files removed for reason and tell their completed tasks with message."""
         await self.store.mark_files_removed([f["id"] for f in files], reason)
         for task_id in {f["task_id"] for f in files}:
-            await self.store.update(task_id, {"message": f"files removed by retention: {reason}"}, ("completed",))
+            await self.store.update(task_id, {"message": message}, ("completed",))
 
     async def _forget_missing(self) -> list[FileRecord]:
         """This host's live files, less those missing from its disk or of another size than recorded,
@@ -151,9 +155,7 @@ class Retention:
         missing = [f for f in live if f["id"] not in present]
         if missing:
             log.warning("%d files recorded on this host are not on its disk: marked removed", len(missing))
-            await self.store.mark_files_removed([f["id"] for f in missing], MISSING_REASON)
-            for task_id in {f["task_id"] for f in missing}:
-                await self.store.update(task_id, {"message": f"files removed: {MISSING_REASON}"}, ("completed",))
+            await self._record_removed(missing, MISSING_REASON, f"files removed: {MISSING_REASON}")
         return [f for f in live if f["id"] in present]
 
     async def _remove_leftovers(self, deleted: list[Deleted]) -> None:
