@@ -1,9 +1,10 @@
 """Backups of the SQLite task store (one host): `python -m app backup` and `python -m app restore`.
 
-A backup is SQLite's online backup API into a temporary file, checked, fsynced and renamed to
-tasks-<UTC time>.sqlite3: a file under that name is always whole. A restore takes the lock every
-open store holds shared (app/store/sqlite.py), so it never swaps the file under a running service.
-A fleet's PostgreSQL store is backed up by pgBackRest (roles/pgbackrest), not here.
+A backup is SQLite's online backup API into a temporary file, checked, fsynced and linked to
+tasks-<UTC time to the microsecond>.sqlite3, never over another: a file under that name is always
+whole. A restore takes the lock every open store holds shared (app/store/sqlite.py), so it never
+swaps the file under a running service. A fleet's PostgreSQL store is backed up by pgBackRest
+(roles/pgbackrest), not here.
 """
 
 import contextlib
@@ -20,7 +21,10 @@ from app.settings import Settings
 from app.store.sqlite import lock_file, own_like_folder
 
 STAMP = "%Y%m%dT%H%M%SZ"
-_NAME = re.compile(r"tasks-([0-9]{8}T[0-9]{6}Z)\.sqlite3")
+# Microseconds: backups taken within one second each keep their own file. Whole-second names
+# (taken before the microseconds) are still found.
+_NAME_STAMP = "%Y%m%dT%H%M%S.%fZ"
+_NAME = re.compile(r"tasks-([0-9]{8}T[0-9]{6}(?:\.[0-9]{6})?Z)\.sqlite3")
 
 
 class BackupError(Exception):
@@ -49,7 +53,8 @@ def backups(folder: Path) -> list[Backup]:
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(folder):
             if match := _NAME.fullmatch(entry.name):
-                found.append(Backup(Path(entry.path), datetime.strptime(match[1], STAMP).replace(tzinfo=UTC)))
+                stamp = _NAME_STAMP if "." in match[1] else STAMP
+                found.append(Backup(Path(entry.path), datetime.strptime(match[1], stamp).replace(tzinfo=UTC)))
     return sorted(found, key=lambda backup: backup.taken)
 
 
@@ -81,12 +86,12 @@ def backup(settings: Settings, now: datetime | None = None) -> tuple[Backup, lis
     _sqlite_only(settings)
     if not settings.db_path.exists():
         raise BackupError(f"no task database at {settings.db_path} (has the service ever run on this data folder?)")
-    taken = (now or datetime.now(UTC)).replace(microsecond=0)
+    taken = now or datetime.now(UTC)
     folder = settings.backups_dir
     if not folder.exists():
         folder.mkdir(parents=True)
         _fsync(folder, settings.data_dir)
-    final = folder / f"tasks-{taken.strftime(STAMP)}.sqlite3"
+    final = folder / f"tasks-{taken.strftime(_NAME_STAMP)}.sqlite3"
     temporary = folder / f".{final.name}.{os.getpid()}.tmp"
     try:
         # mode=rw: never create an empty database where the real one is missing.
@@ -102,8 +107,10 @@ def backup(settings: Settings, now: datetime | None = None) -> tuple[Backup, lis
             target.execute("PRAGMA journal_mode=DELETE")
         tasks = _check(temporary)
         _fsync(temporary, folder)
-        temporary.rename(final)
+        os.link(temporary, final)  # unlike rename, fails rather than replace a backup of that name
         _fsync(folder)
+    except FileExistsError:
+        raise BackupError(f"a backup named {final} already exists; nothing was overwritten") from None
     except (sqlite3.Error, OSError) as exc:  # a full disk, an unwritable folder: one line, not a traceback
         raise BackupError(f"cannot back up {settings.db_path} into {folder}: {exc}") from None
     finally:

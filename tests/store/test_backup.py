@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from app.settings import ConfigError, load_settings
-from app.store.backup import backup, backups, prune
+from app.store.backup import BackupError, backup, backups, prune
 from app.store.base import StoreConnectError
 from app.store.records import NewTask
 from app.store.sqlite import SQLiteTaskStore, lock_file
@@ -109,6 +109,20 @@ def test_a_restore_brings_back_the_backup_and_what_came_after_is_404(service_fac
     assert again.wait(task_c, lambda s: s["status"] in ("completed", "failed"))["status"] == "completed"
 
 
+def test_backups_taken_within_one_second_are_all_kept(tmp_path):
+    settings = make_settings(tmp_path)
+    store_with_tasks(settings.data_dir, 1)
+    first, _ = backup(settings)
+    store_with_tasks(settings.data_dir, 1, first=1)
+    second, _ = backup(settings)
+    assert first.path != second.path
+    assert [task_count(b.path) for b in backups(settings.backups_dir)] == [1, 2]
+    with pytest.raises(BackupError, match="already exists; nothing was overwritten"):
+        backup(settings, now=second.taken)
+    assert task_count(second.path) == 2
+    assert not list(settings.backups_dir.glob(".*")), "a temporary file was left behind"
+
+
 def test_restore_at_takes_the_newest_backup_at_or_before_that_time(tmp_path):
     settings = make_settings(tmp_path)
     store_with_tasks(settings.data_dir, 1)
@@ -119,10 +133,10 @@ def test_restore_at_takes_the_newest_backup_at_or_before_that_time(tmp_path):
 
     early = app_command(settings.data_dir, "restore", "--at", "2026-12-06 10:59:59+00")
     assert early.returncode == 0, early.stderr
-    assert "tasks-20261206T100000Z.sqlite3 (1 tasks)" in early.stdout
+    assert "tasks-20261206T100000.000000Z.sqlite3 (1 tasks)" in early.stdout
     # The same instant in another offset.
     late = app_command(settings.data_dir, "restore", "--at", "2026-12-06T12:00:00+01:00")
-    assert "tasks-20261206T110000Z.sqlite3 (2 tasks)" in late.stdout, late.stderr
+    assert "tasks-20261206T110000.000000Z.sqlite3 (2 tasks)" in late.stdout, late.stderr
     assert task_count(settings.db_path) == 2
     assert len(list((settings.data_dir / "db").glob("replaced-*"))) == 2
     none = app_command(settings.data_dir, "restore", "--at", "2026-12-06T09:59:59Z")

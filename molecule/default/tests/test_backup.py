@@ -49,7 +49,7 @@ def test_restore_drill(host, api, media):
         )
         _, report = run_playbook("--limit", host.backend.host, BACKUP_PLAYBOOK)
         shown = outputs(report, "Show the backup")[0]["msg"]
-        assert re.fullmatch(rf"backup: {BACKUPS}/tasks-[0-9]{{8}}T[0-9]{{6}}Z\.sqlite3", shown[0]), shown
+        assert re.fullmatch(rf"backup: {BACKUPS}/tasks-[0-9]{{8}}T[0-9]{{6}}\.[0-9]{{6}}Z\.sqlite3", shown[0]), shown
         assert re.fullmatch(r"size: [0-9]+ bytes, [0-9]+ tasks", shown[1]), shown
         task_b = api.completed({"url": f"{media}?b"})
 
