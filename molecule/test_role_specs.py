@@ -32,7 +32,10 @@ def spec_options(role: Path) -> dict:
 
 
 def public_defaults(role: Path) -> dict:
-    defaults = load(role / "defaults/main.yml") or {}
+    """defaults/main.yml, or every file of a defaults/main/ directory (the monitoring role's alerts apart)."""
+    folder = role / "defaults/main"
+    files = sorted(folder.glob("*.yml")) if folder.is_dir() else [role / "defaults/main.yml"]
+    defaults = {name: value for path in files for name, value in (load(path) or {}).items()}
     return {name: value for name, value in defaults.items() if not name.startswith("__")}
 
 
