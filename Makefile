@@ -31,6 +31,8 @@ lint: $(BIN)/activate
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ansible-lint --offline
 	$(BIN)/hadolint Dockerfile molecule/compose/*.Dockerfile
 	$(BIN)/python -m pytest -q molecule/test_role_specs.py molecule/test_inventories.py
+	@# The monitoring role's alert rules rendered with its defaults: promtool's check and unit tests, ALERTS.md.
+	bash roles/monitoring/tests/check-alert-rules.sh
 	@# Each role's README as committed: regenerated into a copy, which must not differ.
 	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; for role in $(ROLES); do \
 	  cp roles/$$role/README.md "$$tmp/$$role.md"; \
