@@ -6,14 +6,18 @@ idle service, and counting a request is a dict update instead of labels() with i
 """
 
 import bisect
+import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from app.store.base import STATUSES
+import app
+from app.store.base import LOCAL_NODE, STATUSES, Occupancy
 
 if TYPE_CHECKING:  # prometheus-client is imported on the first scrape only
     from prometheus_client.core import HistogramMetricFamily, Metric
+
+    from app.settings import Settings
 
 # Downloads and extractions of test clips take ~1 s, of real videos up to an hour.
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -75,29 +79,52 @@ class Metrics:
 
     def render(
         self,
+        settings: "Settings",
         counts: dict[str, int] | None,
+        occupancy: Occupancy | None,
         running: int,
         used_bytes: int | None,
         free_bytes: int,
         last_backup: float | None = None,
     ) -> web.Response:
-        """counts and used_bytes are None while the task database cannot be reached: their families
-        are left out, and video_api_database_up says 0. last_backup: when the newest SQLite backup
-        was taken (0: none yet), None on PostgreSQL, whose backups pgBackRest reports."""
+        """counts, occupancy and used_bytes are None while the task database cannot be reached: their
+        families are left out, and video_api_database_up says 0. last_backup: when the newest SQLite
+        backup was taken (0: none yet), None on PostgreSQL, whose backups pgBackRest reports."""
         from prometheus_client import generate_latest
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
         from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+        node = settings.node_name
         from_database = []
-        if counts is not None and used_bytes is not None:
+        if counts is not None and occupancy is not None and used_bytes is not None:
             tasks = GaugeMetricFamily("video_api_tasks", "Stored tasks by status.", labels=["status"])
             for status in STATUSES:
                 tasks.add_metric([status], counts.get(status, 0))
+            leased = GaugeMetricFamily(
+                "video_api_tasks_leased",
+                "Tasks downloading or processing, by the node that owns them (this node always present).",
+                labels=["node"],
+            )
+            # A single host's store records its tasks' owner as LOCAL_NODE: they are this node's.
+            by_node = {node: 0} | {node if owner == LOCAL_NODE else owner: n for owner, n in occupancy.running.items()}
+            for owner, n in sorted(by_node.items()):
+                leased.add_metric([owner], n)
+            queued_at = occupancy.oldest_queued_at
             from_database = [
                 tasks,
                 GaugeMetricFamily("video_api_queue_depth", "Tasks waiting for a worker.", counts.get("queued", 0)),
+                leased,
+                GaugeMetricFamily(
+                    "video_api_oldest_queued_age_seconds",
+                    "Seconds since the task next in the queue was created (0: none waits).",
+                    0.0 if queued_at is None else max(0.0, time.time() - queued_at),
+                ),
                 GaugeMetricFamily("video_api_media_used_bytes", "Bytes of the media files kept.", used_bytes),
             ]
+        build_info = GaugeMetricFamily(
+            "video_api_build_info", "Always 1: the service's version and this node's name.", labels=["version", "node"]
+        )
+        build_info.add_metric([app.__version__, node], 1)
         finished = CounterMetricFamily(
             "video_api_tasks_finished", "Tasks that ended, by final status.", labels=["status"]
         )
@@ -122,6 +149,7 @@ class Metrics:
         for labels, histogram in self.http_seconds.items():
             histogram.add_to(latency, list(labels))
         families = [
+            build_info,
             *from_database,
             GaugeMetricFamily(
                 "video_api_database_up",
@@ -136,6 +164,25 @@ class Metrics:
             download_seconds,
             extract_seconds,
             GaugeMetricFamily("video_api_disk_free_bytes", "Free bytes on the data file system.", free_bytes),
+            # The configured limits: alert rules divide by these instead of copying the thresholds.
+            GaugeMetricFamily(
+                "video_api_queue_limit", "Tasks that may wait (VIDEO_API_QUEUE_LIMIT).", settings.queue_limit
+            ),
+            GaugeMetricFamily(
+                "video_api_workers_max",
+                "Downloads running at once at most (VIDEO_API_MAX_CONCURRENT).",
+                settings.max_concurrent,
+            ),
+            GaugeMetricFamily(
+                "video_api_min_free_bytes",
+                "Free-disk floor in bytes (VIDEO_API_MIN_FREE_MB, MiB).",
+                settings.min_free_bytes,
+            ),
+            GaugeMetricFamily(
+                "video_api_media_limit_bytes",
+                "Size cap of the media folder in bytes (VIDEO_API_MAX_STORAGE_MB, MiB).",
+                settings.max_storage_bytes,
+            ),
             requests,
             latency,
         ]

@@ -18,6 +18,8 @@ from app.ascii_numbers import ascii_decimal, ascii_int
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MIN_TOKEN_LENGTH = 16
+# The settings in MB are MiB: VIDEO_API_MAX_STORAGE_MB=1 is 1024 * 1024 bytes.
+MIB = 1024 * 1024
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 _T = TypeVar("_T")
 
@@ -253,7 +255,15 @@ class Settings:
 
     @property
     def max_filesize_bytes(self) -> int:
-        return self.max_filesize_mb * 1024 * 1024
+        return self.max_filesize_mb * MIB
+
+    @property
+    def max_storage_bytes(self) -> int:
+        return self.max_storage_mb * MIB
+
+    @property
+    def min_free_bytes(self) -> int:
+        return self.min_free_mb * MIB
 
 
 DECLARED = tuple(dataclasses.fields(Settings))

@@ -12,7 +12,7 @@ observers (events, the cluster's announcements) which tasks changed.
 
 import abc
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from app.store.records import ACTIVE, FileRecord, NewFile, NewTask, Status, TaskRecord
 
@@ -43,6 +43,13 @@ EXPIRED_MESSAGE = "'requeued: host ' || owner || ' stopped renewing its lease'"
 _NO_CURSOR = 2**63 - 1
 
 Observer = Callable[[list[TaskRecord]], Awaitable[None]]
+
+
+class Occupancy(NamedTuple):
+    """What is running and how long the queue has waited, read in one query (for /metrics)."""
+
+    running: dict[str, int]  # downloading or processing tasks by owning node (LOCAL_NODE: a single host)
+    oldest_queued_at: float | None  # created_at of the task claimed next; None when none waits
 
 
 class QueueFullError(Exception):
@@ -177,6 +184,21 @@ class TaskStore(abc.ABC):
     @abc.abstractmethod
     async def counts(self) -> dict[str, int]:
         """Number of tasks in each status."""
+
+    async def occupancy(self) -> Occupancy:
+        """Every node's running tasks, and when the head of the queue was created. One round trip: the
+        head (an index read on (status, seq)) with the running tasks by owner joined to it, so the one
+        row of a queue without running tasks still carries it."""
+        owner = f"COALESCE(owner, '{LOCAL_NODE}')"
+        sql = (
+            "SELECT head.created_at AS oldest_queued_at, running.node, running.n"
+            " FROM (SELECT (SELECT created_at FROM tasks WHERE status = 'queued' ORDER BY seq LIMIT 1) AS created_at)"
+            f" AS head LEFT JOIN (SELECT {owner} AS node, COUNT(*) AS n FROM tasks"
+            f" WHERE status IN ('downloading', 'processing') GROUP BY {owner}) AS running ON 1 = 1"
+        )
+        rows = await self._rows(sql)
+        running = {row["node"]: int(row["n"]) for row in rows if row["n"] is not None}
+        return Occupancy(running, rows[0]["oldest_queued_at"])
 
     async def get_file(self, file_id: str) -> FileRecord | None:
         rows = await self._rows(f"SELECT * FROM files WHERE id = {self.MARK}", (file_id,))

@@ -18,7 +18,7 @@ import pytest
 
 from app.store import postgres
 from app.store import sqlite as sqlite_store
-from app.store.base import LOCAL_NODE, STATUSES, QueueFullError, StoreConnectError
+from app.store.base import LOCAL_NODE, STATUSES, Occupancy, QueueFullError, StoreConnectError
 from app.store.postgres import PostgresTaskStore, redact_url
 from app.store.sqlite import SQLiteTaskStore
 
@@ -226,6 +226,25 @@ async def test_requeue_running_takes_only_its_nodes_tasks(store, hosts):
     # Without a node (a single host): every running task; count_attempt=False gives the attempt back.
     assert await store.requeue_running("stopping", count_attempt=False) == [b]
     assert (await store.get(b))["attempts"] == 0
+
+
+async def test_occupancy_counts_running_tasks_by_owner_and_dates_the_queue_head(store, hosts):
+    assert await store.occupancy() == Occupancy({}, None)
+    a, b, c, d, e = await _queue(store, 5)
+    n1, n2 = await hosts("n1", "n2")
+    for host in (n1, n2, n1):
+        await host.claim_next()  # a and c on n1, b on n2
+    assert await store.update(c, {"status": "processing"})  # processing is running too
+    head = await store.get(d)
+    assert await n2.occupancy() == Occupancy({"n1": 2, "n2": 1}, head["created_at"])
+    assert sorted(await n1.requeue_running("n1 restarted", count_attempt=True)) == sorted([a, c])
+    # The head is the task claimed next: a requeued task keeps its place (and its age).
+    assert (await store.occupancy()).oldest_queued_at == (await store.get(a))["created_at"]
+    await store.claim_next()  # a store without a node: a single host's own task
+    await store.update(b, {"status": "failed"}, only_if=("downloading",))
+    assert (await n1.occupancy()).running == {LOCAL_NODE: 1}
+    assert [(await n1.claim_next())["id"] for _ in range(3)] == [c, d, e]
+    assert await n2.occupancy() == Occupancy({LOCAL_NODE: 1, "n1": 3}, None)
 
 
 async def test_ping_answers_until_closed(backend):

@@ -17,7 +17,7 @@ from app.api.networks import address_in
 from app.api.openapi import Reply, describe
 from app.api.routes.common import json_response
 from app.store.backup import newest_backup_time
-from app.store.base import StoreUnavailableError
+from app.store.base import Occupancy, StoreUnavailableError
 
 routes = web.RouteTableDef()
 
@@ -75,14 +75,18 @@ async def metrics(request: web.Request) -> web.Response:
     if not address_in(peer, settings.metrics_networks):
         raise ApiError(403, "forbidden", f"/metrics is not open to {peer} (VIDEO_API_METRICS_NETWORKS)")
     counts: dict[str, int] | None = None
+    occupancy: Occupancy | None = None
     used: int | None = None
     with contextlib.suppress(StoreUnavailableError):  # the host's own figures still answer
-        counts = await request.app[STORE].counts()
-        _, used = await request.app[STORE].live_bytes(every_node=True)
+        store = request.app[STORE]
+        counts = await store.counts()
+        occupancy = await store.occupancy()
+        _, used = await store.live_bytes(every_node=True)
     disk = await asyncio.to_thread(shutil.disk_usage, settings.media_dir)
     # A listing of a few files: cheap enough to read on every scrape, so it is never stale.
     last_backup = None if settings.database_url else newest_backup_time(settings) or 0.0
-    return request.app[METRICS].render(counts, request.app[MANAGER].running_count, used, disk.free, last_backup)
+    running = request.app[MANAGER].running_count
+    return request.app[METRICS].render(settings, counts, occupancy, running, used, disk.free, last_backup)
 
 
 @routes.get("/api/storage/info")
@@ -92,15 +96,14 @@ async def storage_info(request: web.Request) -> web.Response:
     count, used = await store.live_bytes()
     cluster_count, cluster_used = await store.live_bytes(every_node=True)
     disk = await asyncio.to_thread(shutil.disk_usage, settings.media_dir)
-    mb = 1024 * 1024
     info = StorageInfo(
         settings.node_name,
         count,
         used,
-        settings.max_storage_mb * mb,
+        settings.max_storage_bytes,
         disk.free,
         disk.total,
-        settings.min_free_mb * mb,
+        settings.min_free_bytes,
         settings.retention_hours,
         cluster_count,
         cluster_used,
