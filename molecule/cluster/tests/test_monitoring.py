@@ -29,7 +29,9 @@ def notifications():
 def test_every_target_is_scraped_and_up():
     def down():
         targets = prometheus("/api/v1/targets")["activeTargets"]
-        return [f"{t['labels']['job']} {t['labels']['instance']}: {t['lastError']}" for t in targets if t["health"] != "up"]
+        return [
+            f"{t['labels']['job']} {t['labels']['instance']}: {t['lastError']}" for t in targets if t["health"] != "up"
+        ]
 
     assert wait_for(lambda: not down(), 60), down()
     jobs = {t["labels"]["job"] for t in prometheus("/api/v1/targets")["activeTargets"]}
@@ -51,9 +53,9 @@ def test_an_api_host_stopped_fires_host_down_and_its_start_resolves_it():
 def test_a_queue_filled_past_the_threshold_fires_the_queue_alert(client, media):
     tasks = [client.submit(f"{media}/slow/clip.mp4?rate=20000&monitoring={i}") for i in range(12)]
     try:
-        assert wait_for(lambda: any(n[0] == "VideoApiQueueNearLimit" and n[2] == "firing" for n in notifications()), 90), (
-            notifications()
-        )
+        assert wait_for(
+            lambda: any(n[0] == "VideoApiQueueNearLimit" and n[2] == "firing" for n in notifications()), 90
+        ), notifications()
     finally:
         for task_id in tasks:
             client.session.delete(f"{client.base}/api/tasks/{task_id}", timeout=10)
