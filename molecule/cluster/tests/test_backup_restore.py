@@ -44,10 +44,11 @@ def test_a_repository_that_is_down_fails_the_check_by_name():
         )
         assert result.returncode != 0
         assert f"the repository on {BACKUP}" in result.stdout, result.stdout[-3000:]
-        # The metrics say so too: the repository is down, the last backup only ages.
+        # The metrics say so too: the repository is down, the last backup (carried over) only ages.
         docker(DB, "systemctl start video-api-backup-metrics.service")
         metrics = docker(DB, "cat /var/lib/prometheus/node-exporter/video_api_backup.prom")
         assert "video_api_backup_repository_up 0" in metrics, metrics
+        assert 'video_api_backup_last_success_timestamp_seconds{type="full"}' in metrics, metrics
     finally:
         docker(BACKUP, "systemctl start pgbackrest-server")
     docker(DB, "systemctl start video-api-backup-metrics.service")

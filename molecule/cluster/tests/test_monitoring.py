@@ -38,6 +38,12 @@ def test_every_target_is_scraped_and_up():
     assert jobs == {"prometheus", "alertmanager", "video_api", "node", "postgres", "haproxy", "blackbox"}
     # The backup metrics of the database host arrive through node exporter's textfile collector.
     assert prometheus("/api/v1/query?query=video_api_backup_repository_up")["result"]
+    # The monitoring host's memory with this fleet (a figure for docs/monitoring.md, not a limit).
+    units = ("prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter", "prometheus-node-exporter")
+    for unit in units:
+        pid = docker(MONITOR, f"systemctl show -P MainPID {unit}")
+        print(unit, docker(MONITOR, f"grep VmRSS /proc/{pid}/status"))
+    print("targets", len(prometheus("/api/v1/targets")["activeTargets"]))
 
 
 def test_an_api_host_stopped_fires_host_down_and_its_start_resolves_it():

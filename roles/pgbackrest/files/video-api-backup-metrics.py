@@ -25,7 +25,20 @@ def as_postgres(*command):
     )
 
 
-def backup_metrics(stanza):
+LAST_SUCCESS = "video_api_backup_last_success_timestamp_seconds"
+
+
+def previous_last_success(output):
+    """The last success lines of the file written before, to carry over while the repository is down:
+    the backups' age keeps growing (an alert on it still fires) instead of the series vanishing."""
+    try:
+        with open(output) as file:
+            return [line.rstrip("\n") for line in file if line.startswith(LAST_SUCCESS + "{")]
+    except FileNotFoundError:
+        return []
+
+
+def backup_metrics(stanza, output):
     """The end time of the newest good backup of each type, and whether the repository answered."""
     # A short I/O timeout: a repository that is down must not hold up the rest of the file.
     try:
@@ -42,10 +55,13 @@ def backup_metrics(stanza):
         "# HELP video_api_backup_repository_up 1 if pgbackrest info read the stanza from its repository.",
         "# TYPE video_api_backup_repository_up gauge",
         f"video_api_backup_repository_up {int(up)}",
-        "# HELP video_api_backup_last_success_timestamp_seconds End of the newest good backup of each type.",
-        "# TYPE video_api_backup_last_success_timestamp_seconds gauge",
+        f"# HELP {LAST_SUCCESS} End of the newest good backup of each type.",
+        f"# TYPE {LAST_SUCCESS} gauge",
     ]
-    lines += [f'video_api_backup_last_success_timestamp_seconds{{type="{t}"}} {s}' for t, s in sorted(newest.items())]
+    if up:
+        lines += [f'{LAST_SUCCESS}{{type="{t}"}} {s}' for t, s in sorted(newest.items())]
+    else:
+        lines += previous_last_success(output)
     return lines
 
 
@@ -75,7 +91,7 @@ def archive_metrics():
 
 def main():
     stanza, output = sys.argv[1], sys.argv[2]
-    lines = backup_metrics(stanza) + archive_metrics()
+    lines = backup_metrics(stanza, output) + archive_metrics()
     lines.append(f"video_api_backup_metrics_timestamp_seconds {int(time.time())}")
     # Written beside the target and renamed: node exporter never reads half a file.
     handle, temporary = tempfile.mkstemp(dir=os.path.dirname(output), prefix=".video_api_backup.")
