@@ -80,7 +80,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from service_bench import Service, fill_store, load_wrk, rss_kb  # noqa: E402
+from service_bench import Service, fill_store, load_wrk, rss_kb, side_by_side  # noqa: E402
 
 from tests.support.helpers import free_port  # noqa: E402
 
@@ -191,10 +191,6 @@ def metrics_scrapes(base: str) -> int:
     )
 
 
-def figures(result: dict) -> str:
-    return f"{result['rps']:5.0f} req/s p99 {result['p99_ms']:6.2f} ms"
-
-
 def compare(prometheus: Prometheus, service: Service, interval: float, status: list[str], args, work: Path) -> None:
     """Not scraped and scraped every interval seconds in alternation for --rounds rounds; prints the
     best round of each side, the range of the rounds' ratios, and what Prometheus saw."""
@@ -220,13 +216,7 @@ def compare(prometheus: Prometheus, service: Service, interval: float, status: l
     max_ms = 1000 * prometheus.query(f'max_over_time(scrape_duration_seconds{{job="{JOB}"}}[{span}])')
     samples = prometheus.query(f'last_over_time(scrape_samples_scraped{{job="{JOB}"}}[{span}])')
 
-    best_without, best_scraped = (max((r[side] for r in rounds), key=lambda result: result["rps"]) for side in (0, 1))
-    ratios = sorted(s["rps"] / w["rps"] for w, s in rounds)
-    print(
-        f"  scrape {interval:g}s   not {figures(best_without)} | scraped {figures(best_scraped)} |"
-        f" {best_scraped['rps'] / best_without['rps']:.2f}x (rounds {ratios[0]:.2f}-{ratios[-1]:.2f}x),"
-        f" p99 {best_scraped['p99_ms'] / best_without['p99_ms']:.2f}x"
-    )
+    print(f"  scrape {interval:g}s   {side_by_side(rounds, ('not', 'scraped'))}")
     print(
         f"              {'/'.join(map(str, scrapes))} scrapes in the scraped windows (service's count);"
         f" Prometheus stored {stored:.0f} scrapes over the comparison, {good:.0f} up, up == {up:.0f} at the end"

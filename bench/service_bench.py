@@ -195,6 +195,22 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 """
 
 
+def side_by_side(rounds: list, names: tuple[str, str], unit: str = "req/s") -> str:
+    """Two sides measured in alternating rounds (load_wrk results, one pair a round): each side's best
+    round (the machine's other load comes and goes), the second's rate over the first's, the range of
+    the rounds' ratios (how much that load moved them) and the p99 ratio."""
+    best = [max((pair[side] for pair in rounds), key=lambda result: result["rps"]) for side in (0, 1)]
+    ratios = sorted(second["rps"] / first["rps"] for first, second in rounds)
+    shown = [
+        f"{name} {result['rps']:7.0f} {unit}  p99 {result['p99_ms']:6.2f} ms"
+        for name, result in zip(names, best, strict=True)
+    ]
+    return (
+        f"{shown[0]} | {shown[1]} | {best[1]['rps'] / best[0]['rps']:.2f}x"
+        f" (rounds {ratios[0]:.2f}-{ratios[-1]:.2f}x), p99 {best[1]['p99_ms'] / best[0]['p99_ms']:.2f}x"
+    )
+
+
 def ceiling(work: Path, body_bytes: int, connections: int, seconds: float) -> dict:
     """The same wrk load on a bare aiohttp handler answering a constant JSON body of body_bytes:
     what this machine gives any aiohttp service right now, to read the service's figure against."""

@@ -61,7 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from service_bench import Service, fill_store, load_wrk  # noqa: E402
+from service_bench import Service, fill_store, load_wrk, side_by_side  # noqa: E402
 
 from app.tls import INTERMEDIATE_CIPHERS  # noqa: E402
 from tests.support.certificates import TestCA  # noqa: E402
@@ -173,10 +173,6 @@ def check_chain(base: str, ca: Path, path: str) -> str:
     return f"{version} {cipher}"
 
 
-def figures(result: dict, unit: str) -> str:
-    return f"{result['rps']:7.0f} {unit}  p99 {result['p99_ms']:6.2f} ms"
-
-
 def compare(
     name: str,
     plain: str,
@@ -196,13 +192,7 @@ def compare(
         [load_wrk(base, paths, args.connections, args.seconds, work, headers) for base in (plain, tls)]
         for _ in range(args.rounds)
     ]
-    best_plain, best_tls = (max((r[side] for r in rounds), key=lambda result: result["rps"]) for side in (0, 1))
-    ratios = sorted(tls_result["rps"] / plain_result["rps"] for plain_result, tls_result in rounds)
-    print(
-        f"  {name:<19} plain {figures(best_plain, unit)} | TLS {figures(best_tls, unit)} |"
-        f" TLS/plain {best_tls['rps'] / best_plain['rps']:.2f}x (rounds {ratios[0]:.2f}-{ratios[-1]:.2f}x),"
-        f" p99 {best_tls['p99_ms'] / best_plain['p99_ms']:.2f}x"
-    )
+    print(f"  {name:<19} {side_by_side(rounds, ('plain', 'TLS'), unit)}")
 
 
 def handshakes(name: str, plain: str, tls: str, stats: Path, status: list[str], args, work: Path) -> None:
