@@ -24,6 +24,7 @@ __all__ = ["PROJECT", "changed_tasks", "run_playbook", "wait_for"]
 
 API_HOSTS = ("cluster-api1", "cluster-api2")
 LB, DB = "cluster-lb", "cluster-db"
+BACKUP, MONITOR = "cluster-backup", "cluster-monitor"
 SERVICE = "video-download-api"
 INSTALL_DIR = "/opt/video-download-api"
 MEDIA_DIR = "/var/lib/video-download-api/media"

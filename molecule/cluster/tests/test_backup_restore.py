@@ -5,9 +5,8 @@ without confirmation, a repository that is down fails the role's check by name, 
 import json
 import time
 
-from conftest import API_HOSTS, DB, PROJECT, SERVICE, TERMINAL, docker, run_playbook
+from conftest import API_HOSTS, BACKUP, DB, PROJECT, SERVICE, TERMINAL, docker, run_playbook
 
-BACKUP = "cluster-backup"
 STANZA = "video_api"
 PG_DATA = "/var/lib/postgresql/15/main"
 RESTORE = str(PROJECT / "playbooks" / "restore.yml")

@@ -4,7 +4,7 @@ shared credentials, their release layout and their firewall."""
 import re
 from urllib.parse import unquote
 
-from conftest import API_HOSTS, DB, INSTALL_DIR, LB, address, current_release, docker
+from conftest import API_HOSTS, BACKUP, DB, INSTALL_DIR, LB, MONITOR, address, current_release, docker
 
 CONFIG_DIR = "/etc/video-download-api"
 
@@ -83,9 +83,16 @@ def test_the_unit_runs_the_current_release(host):
     assert f"WorkingDirectory={INSTALL_DIR}/current\n" in unit
 
 
-def test_the_api_port_is_open_to_the_lb_and_the_other_api_host_only(host):
+def test_the_api_port_is_open_to_the_lb_the_api_hosts_and_the_monitoring_host_only(host):
     if host.backend.host not in API_HOSTS:
         return
     ufw = host.check_output("ufw status")
     sources = sorted(re.findall(r"8000/tcp +ALLOW +(\S+)", ufw))
-    assert sources == sorted(address(name) for name in (LB, *API_HOSTS)), ufw
+    assert sources == sorted(address(name) for name in (LB, *API_HOSTS, MONITOR)), ufw
+
+
+def test_node_exporter_is_open_to_the_monitoring_host_only(host):
+    if host.backend.host not in (DB, BACKUP, LB, *API_HOSTS, MONITOR):
+        return
+    ufw = host.check_output("ufw status")
+    assert re.findall(r"9100/tcp +ALLOW +(\S+)", ufw) == [address(MONITOR)], ufw

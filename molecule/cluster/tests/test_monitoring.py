@@ -4,9 +4,8 @@ the threshold fires VideoApiQueueNearLimit; the exporters answer only HTTPS."""
 
 import json
 
-from conftest import API_HOSTS, DB, SERVICE, docker, wait_for
+from conftest import API_HOSTS, DB, MONITOR, SERVICE, docker, wait_for
 
-MONITOR = "cluster-monitor"
 RECEIVED = "/var/log/molecule-alerts.jsonl"
 
 
