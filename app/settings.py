@@ -165,6 +165,14 @@ class Settings:
         secret=True,
         file=True,
     )
+    cookie_secret: str = setting(
+        "VIDEO_API_COOKIE_SECRET",
+        "",
+        "Secret (at least 16 characters, the same on every host) from which the key that encrypts the `cookies` of"
+        " tasks at rest is derived; or `VIDEO_API_COOKIE_SECRET_FILE`. Empty: a request with `cookies` is refused.",
+        secret=True,
+        file=True,
+    )
     callback_attempts: int = setting(
         "VIDEO_API_CALLBACK_ATTEMPTS", 5, "Deliveries tried per callback before giving up.", low=1, high=20
     )
@@ -391,7 +399,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         name = spec.metadata["env"]
         if spec.name == "tokens":
             values[spec.name] = _tokens(env, name)
-        elif spec.name in ("callback_secret", "cluster_secret"):
+        elif spec.name in ("callback_secret", "cluster_secret", "cookie_secret"):
             values[spec.name] = _secret(env, name)
         elif raw := _value(env, spec):
             values[spec.name] = (_PARSERS.get(spec.name) or _PARSERS[spec.type])(name, raw, spec)

@@ -73,7 +73,7 @@ def test_without_ffmpeg_health_is_503_and_audio_tasks_fail_with_the_reason(servi
     status = service.wait(task_id, lambda s: s["status"] in ("completed", "failed"))
     assert status["status"] == "failed"
     assert "not installed or not on PATH" in status["error"]
-    assert status["files"] == {"video": None, "audio": None}
+    assert status["files"]["items"] == [] and status["files"]["video"] is None
 
 
 def test_sigterm_while_idle_exits_promptly(service_factory):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from app.api import middlewares, ratelimit, webpage
-from app.api.contract import encode
+from app.api.contract import MAX_READ_BYTES, encode
 from app.api.keys import (
     CALLBACKS,
     CLUSTER,
@@ -35,8 +35,6 @@ from app.tasks.retention import Retention
 
 if TYPE_CHECKING:
     from app.cluster.cluster import Cluster
-
-MAX_BODY_BYTES = 64 * 1024
 
 
 async def open_store(settings: Settings) -> tuple[TaskStore, "Cluster | None"]:
@@ -95,7 +93,7 @@ def create_app(settings: Settings) -> web.Application:
     chain.append(middlewares.json_errors)
     if settings.tokens:
         chain.append(middlewares.require_token)
-    application = web.Application(middlewares=chain, client_max_size=MAX_BODY_BYTES)
+    application = web.Application(middlewares=chain, client_max_size=MAX_READ_BYTES)
     application[SETTINGS] = settings
     application[METRICS] = Metrics()
     application[EVENTS] = EventHub()

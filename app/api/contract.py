@@ -8,6 +8,7 @@ declared on the field itself (`Meta(extra={"error": ...})`), so a new option is 
 import datetime
 import enum
 import functools
+import re
 import typing
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar, cast
@@ -17,9 +18,19 @@ from msgspec import Meta
 
 from app.ascii_numbers import ascii_int
 from app.store.records import Status
+from app.tasks import cookies as cookie_files
 from app.tasks import media
 
 MAX_URL_LENGTH = 4096
+MAX_BODY_BYTES = 64 * 1024
+# A cookies.txt of one site is a few KiB; a whole browser's export can be hundreds. The request
+# body may exceed its usual limit by this much, for this field alone (app/api/routes/tasks.py).
+MAX_COOKIES_BYTES = 512 * 1024
+MAX_SUBTITLE_LANGUAGES = 20
+Container = Literal["any", "mp4", "mkv", "webm"]
+CONTAINERS: tuple[Container, ...] = typing.get_args(Container)
+# BCP 47-ish codes as sites name their subtitle tracks: "en", "pt-BR", "zh-Hans", "en-orig".
+SubtitleLanguage = Annotated[str, Meta(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$", max_length=32)]
 VideoQuality = Literal["360", "480", "720", "1080", "best"]
 VIDEO_QUALITIES: tuple[VideoQuality, ...] = typing.get_args(VideoQuality)
 _Query = TypeVar("_Query", bound=msgspec.Struct)
@@ -70,6 +81,75 @@ class ProcessRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             extra=_error("invalid_option", "audio_bitrate must be a number of kbps (32-512) or 'best'"),
         ),
     ] = "192"
+    subtitles: Annotated[
+        list[SubtitleLanguage] | Literal["all"],
+        Meta(
+            description='Subtitle languages to fetch as files (e.g. ["en", "de"]), or "all". Automatic captions are'
+            " not fetched.",
+            extra_json_schema={"maxItems": MAX_SUBTITLE_LANGUAGES},
+            extra=_error(
+                "invalid_option",
+                f'subtitles must be "all" or a list of at most {MAX_SUBTITLE_LANGUAGES} language codes such as "en"'
+                ' or "pt-BR"',
+            ),
+        ),
+    ] = []
+    embed_subtitles: Annotated[
+        bool,
+        Meta(
+            description="Also embed the fetched subtitles into the video.",
+            extra=_error("invalid_option", "embed_subtitles must be true or false"),
+        ),
+    ] = False
+    thumbnail: Annotated[
+        bool,
+        Meta(
+            description="Save the thumbnail as a file and embed it into the video and the audio (formats that carry"
+            " one: mp3, m4a, flac, opus).",
+            extra=_error("invalid_option", "thumbnail must be true or false"),
+        ),
+    ] = False
+    embed_metadata: Annotated[
+        bool,
+        Meta(
+            description="Write title, uploader, date and description into the files.",
+            extra=_error("invalid_option", "embed_metadata must be true or false"),
+        ),
+    ] = False
+    embed_chapters: Annotated[
+        bool,
+        Meta(
+            description="Write the video's chapters into the files.",
+            extra=_error("invalid_option", "embed_chapters must be true or false"),
+        ),
+    ] = False
+    container: Annotated[
+        Container,
+        Meta(
+            description="The video's container: streams are remuxed, never re-encoded; a task fails when its streams"
+            " do not fit the container. any: as downloaded (mp4 or mkv when streams are merged).",
+            extra=_error("invalid_option", f"container must be one of {', '.join(CONTAINERS)}"),
+        ),
+    ] = "any"
+    cookies: Annotated[
+        Annotated[str, Meta(min_length=1, max_length=MAX_COOKIES_BYTES)] | None,
+        Meta(
+            description="A Netscape cookies.txt for sites behind a sign-in. Kept encrypted until the task ends, then"
+            ' deleted; never shown back (the task says only "cookies": true).',
+            extra=_error(
+                "invalid_cookies",
+                f"cookies must be the text of a Netscape cookies.txt of at most {MAX_COOKIES_BYTES // 1024} KiB",
+            ),
+        ),
+    ] = None
+    reuse: Annotated[
+        bool,
+        Meta(
+            description="Answer a completed task of the same video (same site and video id) and options whose files"
+            " are still kept (200), instead of downloading again.",
+            extra=_error("invalid_option", "reuse must be true or false"),
+        ),
+    ] = False
     callback_url: Annotated[
         str | None,
         Meta(
@@ -97,10 +177,26 @@ class ProcessRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 raise ValueError("audio_bitrate must be between 32 and 512 kbps")
             bitrate = str(bitrate)
         self.audio_bitrate = bitrate
+        if isinstance(self.subtitles, list):
+            if len(self.subtitles) > MAX_SUBTITLE_LANGUAGES:
+                raise ValueError(f"subtitles may name at most {MAX_SUBTITLE_LANGUAGES} languages")
+            self.subtitles = sorted(set(self.subtitles))  # the same choice is one dedupe key
+        if self.embed_subtitles and not self.subtitles:
+            raise ValueError('embed_subtitles needs subtitles: the languages to fetch, or "all"')
+        if self.embed_subtitles and not self.keep_video:
+            raise ValueError("embed_subtitles needs keep_video: subtitles are embedded into the video")
+        if self.container != "any" and not self.keep_video:
+            raise ValueError("container needs keep_video: it is the video's container")
 
     def options(self) -> dict[str, Any]:
-        """The download options a task records (and deduplicates on)."""
-        return {name: getattr(self, name) for name in self.__struct_fields__ if name not in ("url", "callback_url")}
+        """The download options a task records (and deduplicates on); of the cookies only whether there are any."""
+        options = {name: getattr(self, name) for name in self.__struct_fields__ if name not in _NOT_OPTIONS}
+        options["cookies"] = self.cookies is not None
+        return options
+
+
+# Request fields that are not download options: where to tell, what to send, how to answer.
+_NOT_OPTIONS = frozenset({"url", "callback_url", "cookies", "reuse"})
 
 
 class TaskListQuery(msgspec.Struct, forbid_unknown_fields=False):
@@ -115,9 +211,23 @@ class TaskListQuery(msgspec.Struct, forbid_unknown_fields=False):
     status: Status | None = None
 
 
+class FileView(msgspec.Struct):
+    kind: Literal["video", "audio", "subtitles", "thumbnail"]
+    language: Annotated[str | None, Meta(description="Of subtitles.")]
+    url: str
+    name: Annotated[str, Meta(description="The file name a download saves it under.")]
+    size: int
+    content_type: str
+
+
 class Files(msgspec.Struct):
+    """Links to the task's files (null or empty while there are none), and every file in `items`."""
+
     video: str | None
     audio: str | None
+    subtitles: Annotated[dict[str, str], Meta(description="Language code -> link.")]
+    thumbnail: str | None
+    items: list[FileView]
 
 
 class TaskView(msgspec.Struct):
@@ -227,17 +337,37 @@ def _errors_of(model: type) -> dict[str, dict[str, Any]]:
     }
 
 
+# The server reads bodies up to this; beyond MAX_BODY_BYTES only for the cookies (JSON escapes
+# each tab and newline of a cookies.txt as two characters).
+MAX_READ_BYTES = MAX_BODY_BYTES + 2 * MAX_COOKIES_BYTES
+
+
 def decode_process_request(body: bytes) -> ProcessRequest:
     """The request, or ContractError with the field's declared message."""
+    too_large = ContractError(
+        413,
+        "request_entity_too_large",
+        f"request body larger than {MAX_BODY_BYTES // 1024} KiB (cookies may add {MAX_COOKIES_BYTES // 1024} KiB)",
+    )
+    if len(body) > MAX_BODY_BYTES and b'"cookies"' not in body:
+        raise too_large
     try:
         try:
-            return msgspec.json.decode(body, type=ProcessRequest)
+            request = msgspec.json.decode(body, type=ProcessRequest)
         except msgspec.ValidationError as exc:
             raise _contract_error(ProcessRequest, str(exc), body) from None
     except RecursionError:
         raise ContractError(400, "invalid_json", "request body is not valid JSON: nested too deeply") from None
     except msgspec.DecodeError as exc:
         raise ContractError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+    if request.cookies is not None:
+        if len(body) - len(encode(request.cookies)) > MAX_BODY_BYTES:
+            raise too_large
+        try:
+            request.cookies = cookie_files.checked_text(request.cookies)
+        except cookie_files.CookiesError as exc:
+            raise ContractError(422, "invalid_cookies", str(exc)) from None
+    return request
 
 
 def _contract_error(model: type[msgspec.Struct], message: str, body: bytes) -> ContractError:
@@ -249,7 +379,8 @@ def _contract_error(model: type[msgspec.Struct], message: str, body: bytes) -> C
         return ContractError(422, "unknown_option", f"unknown option(s): {', '.join(unknown)}")
     if message == "Object missing required field `url`":
         return ContractError(422, "invalid_url", "url is required")
-    field = message.rpartition("- at `$.")[2].rstrip("`") if "- at `$." in message else None
+    # "- at `$.subtitles[0]`": the field is subtitles.
+    field = re.split(r"[`\[.]", message.rpartition("- at `$.")[2])[0] if "- at `$." in message else None
     declared = _errors_of(model).get(field) if field is not None else None
     if declared:
         return ContractError(422, **declared["error"])

@@ -2,8 +2,9 @@
 
 from datetime import UTC, datetime
 
-from app.api.contract import Files, TaskView
+from app.api.contract import Files, FileView, TaskView
 from app.store.records import TaskRecord
+from app.tasks.media import content_type
 
 
 def _time(timestamp: float | None) -> datetime | None:
@@ -32,6 +33,27 @@ def task_view(task: TaskRecord) -> TaskView:
         started_at=_time(task["started_at"]),
         completed_at=_time(task["finished_at"]),
         video_info=task["video_info"],
-        files=Files(video=_download_url(task["video_file_id"]), audio=_download_url(task["audio_file_id"])),
+        files=_files(task),
         error=task["error"],
+    )
+
+
+def _files(task: TaskRecord) -> Files:
+    items = [
+        FileView(
+            kind=file["kind"],
+            language=file["language"],
+            url=f"/api/download/{file['id']}",
+            name=file["name"],
+            size=file["size"],
+            content_type=content_type(file["name"]),
+        )
+        for file in task["files"] or ()
+    ]
+    return Files(
+        video=_download_url(task["video_file_id"]),
+        audio=_download_url(task["audio_file_id"]),
+        subtitles={item.language: item.url for item in items if item.kind == "subtitles" and item.language},
+        thumbnail=next((item.url for item in items if item.kind == "thumbnail"), None),
+        items=items,
     )

@@ -14,7 +14,7 @@ import abc
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NamedTuple
 
-from app.store.records import ACTIVE, FileRecord, NewFile, NewTask, Status, TaskRecord
+from app.store.records import ACTIVE, FINISHED, FileRecord, NewFile, NewTask, Status, TaskFile, TaskRecord
 
 STATUSES = tuple(Status)
 # The owner of tasks claimed by a store without a node: a single host.
@@ -32,17 +32,29 @@ UPDATABLE = frozenset(
         "error",
         "video_info",
         "finished_at",
+        "media_key",
     }
 )
 # The fields of a progress tick: an update of only these is no state change.
 PROGRESS_FIELDS = frozenset({"progress", "downloaded_bytes", "total_bytes", "speed", "eta", "message"})
-JSON_COLUMNS = ("options", "video_info")
+JSON_COLUMNS = ("options", "video_info", "files")
 # SQL (the same in both stores) for the message of a task requeued after its owner's lease expired.
 EXPIRED_MESSAGE = "'requeued: host ' || owner || ' stopped renewing its lease'"
+# SQL (the same in both stores) of a task's completion, but for its files; its cookies go with it.
+COMPLETED_SQL = "status = 'completed', progress = 100, message = 'completed', error = NULL, cookies = NULL"
 # Rows of the next page start below this seq when no cursor is given.
 _NO_CURSOR = 2**63 - 1
 
 Observer = Callable[[list[TaskRecord]], Awaitable[None]]
+
+
+def completed_files(files: list[NewFile]) -> tuple[str | None, str | None, list[TaskFile]]:
+    """What complete() records on the task: its video's and audio's file ids, and the listing of all."""
+    ids = {file["kind"]: file["id"] for file in files if file["kind"] in ("video", "audio")}
+    listing = [
+        TaskFile(id=f["id"], kind=f["kind"], language=f["language"], name=f["name"], size=f["size"]) for f in files
+    ]
+    return ids.get("video"), ids.get("audio"), listing
 
 
 class Occupancy(NamedTuple):
@@ -126,6 +138,8 @@ class TaskStore(abc.ABC):
         unknown = set(fields) - UPDATABLE
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
+        if fields.get("status") in FINISHED:
+            fields = {**fields, "cookies": None}  # a task's cookies live no longer than the task
         changed = await self._update(task_id, fields, only_if, owned)
         if changed:
             await self.changed([task_id])
@@ -203,6 +217,16 @@ class TaskStore(abc.ABC):
     async def get_file(self, file_id: str) -> FileRecord | None:
         rows = await self._rows(f"SELECT * FROM files WHERE id = {self.MARK}", (file_id,))
         return rows[0] if rows else None  # type: ignore[return-value]
+
+    async def reusable(self, media_key: str) -> list[TaskRecord]:
+        """Completed tasks of this video (newest first) none of whose files has been removed."""
+        mark = self.MARK
+        sql = (
+            f"SELECT * FROM tasks WHERE media_key = {mark} AND status = 'completed' AND NOT EXISTS"
+            " (SELECT 1 FROM files WHERE files.task_id = tasks.id AND files.removed_at IS NOT NULL)"
+            " ORDER BY seq DESC LIMIT 20"
+        )
+        return await self._rows(sql, (media_key,))  # type: ignore[return-value]
 
     async def task_files(self, task_id: str) -> list[FileRecord]:
         return await self._rows(f"SELECT * FROM files WHERE task_id = {self.MARK}", (task_id,))  # type: ignore[return-value]

@@ -27,7 +27,16 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from app.store.base import JSON_COLUMNS, STATUSES, QueueFullError, StoreConnectError, StoreUnavailableError, TaskStore
+from app.store.base import (
+    COMPLETED_SQL,
+    JSON_COLUMNS,
+    STATUSES,
+    QueueFullError,
+    StoreConnectError,
+    StoreUnavailableError,
+    TaskStore,
+    completed_files,
+)
 from app.store.records import NewFile, NewTask, TaskRecord
 
 # Advisory lock keys (per database): arbitrary constants that no other application is likely to use.
@@ -126,6 +135,20 @@ CREATE INDEX files_live ON files (created_at) WHERE removed_at IS NULL;
 CREATE INDEX files_node_live ON files (node, created_at) WHERE removed_at IS NULL;
 
 CREATE TABLE nodes (node TEXT PRIMARY KEY, url TEXT NOT NULL, last_seen DOUBLE PRECISION NOT NULL);
+""",
+    # 2: every file of a task listed on it (subtitles and thumbnails too), sealed cookies, and the
+    # video a completed task holds (reuse). Tasks completed before list their video and audio.
+    """
+ALTER TABLE tasks ADD COLUMN files JSONB;
+ALTER TABLE tasks ADD COLUMN cookies BYTEA;
+ALTER TABLE tasks ADD COLUMN media_key TEXT;
+CREATE INDEX tasks_media_key ON tasks (media_key) WHERE status = 'completed';
+ALTER TABLE files ADD COLUMN language TEXT;
+UPDATE tasks SET files = (
+    SELECT COALESCE(jsonb_agg(jsonb_build_object('id', id, 'kind', kind, 'language', NULL, 'name', name, 'size', size)),
+                    '[]'::jsonb)
+    FROM files WHERE files.task_id = tasks.id
+) WHERE status = 'completed';
 """,
 )
 
@@ -299,14 +322,15 @@ class PostgresTaskStore(TaskStore):
             if counted["queued"] >= queue_limit:
                 raise QueueFullError(counted["queued"])
             cursor = await conn.execute(
-                "INSERT INTO tasks (id, url, options, dedupe_key, status, message, created_at, updated_at)"
-                " VALUES (%s, %s, %s, %s, 'queued', %s, %s, %s) RETURNING *",
+                "INSERT INTO tasks (id, url, options, dedupe_key, status, message, cookies, created_at, updated_at)"
+                " VALUES (%s, %s, %s, %s, 'queued', %s, %s, %s, %s) RETURNING *",
                 (
                     task["id"],
                     task["url"],
                     Jsonb(task["options"]),
                     task["dedupe_key"],
                     task.get("message", ""),
+                    task.get("cookies"),
                     now,
                     now,
                 ),
@@ -359,26 +383,35 @@ class PostgresTaskStore(TaskStore):
 
     async def _complete(self, task_id: str, files: list[NewFile]) -> bool:
         now = time.time()
-        file_ids = {file["kind"]: file["id"] for file in files}
+        video, audio, listing = completed_files(files)
         owned, owner = self._owned()
 
         async def complete(conn: Connection) -> bool:
             async with conn.transaction():
                 cursor = await conn.execute(
-                    "UPDATE tasks SET status = 'completed', progress = 100, message = 'completed', error = NULL,"
-                    " video_file_id = %s, audio_file_id = %s, finished_at = %s, updated_at = %s"
-                    f" WHERE id = %s AND {RUNNING_SQL}{owned} RETURNING owner",
-                    (file_ids.get("video"), file_ids.get("audio"), now, now, task_id, *owner),
+                    f"UPDATE tasks SET {COMPLETED_SQL}, video_file_id = %s, audio_file_id = %s, files = %s,"
+                    f" finished_at = %s, updated_at = %s WHERE id = %s AND {RUNNING_SQL}{owned} RETURNING owner",
+                    (video, audio, Jsonb(listing), now, now, task_id, *owner),
                 )
                 completed = await cursor.fetchone()
                 if completed is None:
                     return False
                 async with conn.cursor() as cursor:
                     await cursor.executemany(
-                        "INSERT INTO files (id, task_id, kind, path, name, size, created_at, node)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                        "INSERT INTO files (id, task_id, kind, language, path, name, size, created_at, node)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                         [
-                            (f["id"], task_id, f["kind"], f["path"], f["name"], f["size"], now, completed["owner"])
+                            (
+                                f["id"],
+                                task_id,
+                                f["kind"],
+                                f["language"],
+                                f["path"],
+                                f["name"],
+                                f["size"],
+                                now,
+                                completed["owner"],
+                            )
                             for f in files
                         ],
                     )

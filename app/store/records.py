@@ -17,9 +17,20 @@ class Status(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+FileKind = Literal["video", "audio", "subtitles", "thumbnail"]
 ACTIVE = (Status.QUEUED, Status.DOWNLOADING, Status.PROCESSING)
 RUNNING = (Status.DOWNLOADING, Status.PROCESSING)
 FINISHED = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+
+class TaskFile(TypedDict):
+    """A task's file as its record lists it (the view's links, sizes and types come from these)."""
+
+    id: str
+    kind: FileKind
+    language: str | None
+    name: str
+    size: int
 
 
 class TaskRecord(TypedDict):
@@ -46,12 +57,16 @@ class TaskRecord(TypedDict):
     finished_at: float | None
     owner: str | None
     lease_until: float | None
+    files: list[TaskFile] | None  # what complete() recorded; None until then
+    cookies: bytes | None  # sealed (app/tasks/cookies.py); None without cookies and once the task ended
+    media_key: str | None  # site and video id of a completed download (app/tasks/media_keys.py)
 
 
 class FileRecord(TypedDict):
     id: str
     task_id: str
-    kind: Literal["video", "audio"]
+    kind: FileKind
+    language: str | None
     path: str  # relative to the media folder
     name: str  # the file name a client saves it under
     size: int
@@ -69,13 +84,15 @@ class NewTask(TypedDict):
     options: dict[str, Any]
     dedupe_key: str
     message: str
+    cookies: bytes | None
 
 
 class NewFile(TypedDict):
     """What complete() takes for each file; the store adds the owner node and times."""
 
     id: str
-    kind: Literal["video", "audio"]
+    kind: FileKind
+    language: str | None
     path: str
     name: str
     size: int

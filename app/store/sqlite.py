@@ -13,7 +13,15 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
-from app.store.base import JSON_COLUMNS, PROGRESS_FIELDS, QueueFullError, StoreConnectError, TaskStore
+from app.store.base import (
+    COMPLETED_SQL,
+    JSON_COLUMNS,
+    PROGRESS_FIELDS,
+    QueueFullError,
+    StoreConnectError,
+    TaskStore,
+    completed_files,
+)
 from app.store.records import ACTIVE, NewFile, NewTask, TaskRecord
 
 # Ordered schema migrations, applied once each and recorded in schema_version. Each one must work
@@ -88,6 +96,19 @@ CREATE INDEX tasks_running_lease ON tasks (lease_until) WHERE status IN ('downlo
 ALTER TABLE files ADD COLUMN node TEXT;
 CREATE INDEX files_node_live ON files (node, created_at) WHERE removed_at IS NULL;
 CREATE TABLE nodes (node TEXT PRIMARY KEY, url TEXT NOT NULL, last_seen REAL NOT NULL);
+""",
+    # 3: every file of a task listed on it (subtitles and thumbnails too), sealed cookies, and the
+    # video a completed task holds (reuse). Tasks completed before list their video and audio.
+    """
+ALTER TABLE tasks ADD COLUMN files TEXT;
+ALTER TABLE tasks ADD COLUMN cookies BLOB;
+ALTER TABLE tasks ADD COLUMN media_key TEXT;
+CREATE INDEX tasks_media_key ON tasks (media_key) WHERE status = 'completed';
+ALTER TABLE files ADD COLUMN language TEXT;
+UPDATE tasks SET files = (
+    SELECT json_group_array(json_object('id', id, 'kind', kind, 'language', NULL, 'name', name, 'size', size))
+    FROM files WHERE files.task_id = tasks.id
+) WHERE status = 'completed';
 """,
 )
 
@@ -232,9 +253,18 @@ class SQLiteTaskStore(TaskStore):
             if queued >= queue_limit:
                 raise QueueFullError(queued)
             self._db.execute(
-                "INSERT INTO tasks (id, url, options, dedupe_key, status, message, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
-                (row["id"], row["url"], row["options"], row["dedupe_key"], row.get("message", ""), now, now),
+                "INSERT INTO tasks (id, url, options, dedupe_key, status, message, cookies, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+                (
+                    row["id"],
+                    row["url"],
+                    row["options"],
+                    row["dedupe_key"],
+                    row.get("message", ""),
+                    row.get("cookies"),
+                    now,
+                    now,
+                ),
             )
             created = self._db.execute("SELECT * FROM tasks WHERE id = ?", (row["id"],)).fetchone()
         except BaseException:
@@ -288,19 +318,27 @@ class SQLiteTaskStore(TaskStore):
         owned, owner = self._owned()
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            file_ids = {}
             for file in files:
                 self._db.execute(
-                    "INSERT INTO files (id, task_id, kind, path, name, size, created_at, node)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, (SELECT owner FROM tasks WHERE id = ?))",
-                    (file["id"], task_id, file["kind"], file["path"], file["name"], file["size"], now, task_id),
+                    "INSERT INTO files (id, task_id, kind, language, path, name, size, created_at, node)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, (SELECT owner FROM tasks WHERE id = ?))",
+                    (
+                        file["id"],
+                        task_id,
+                        file["kind"],
+                        file["language"],
+                        file["path"],
+                        file["name"],
+                        file["size"],
+                        now,
+                        task_id,
+                    ),
                 )
-                file_ids[file["kind"]] = file["id"]
+            video, audio, listing = completed_files(files)
             cursor = self._db.execute(
-                "UPDATE tasks SET status = 'completed', progress = 100, message = 'completed', error = NULL,"
-                " video_file_id = ?, audio_file_id = ?, finished_at = ?, updated_at = ?"
-                f" WHERE id = ? AND status IN ('downloading', 'processing'){owned}",
-                (file_ids.get("video"), file_ids.get("audio"), now, now, task_id, *owner),
+                f"UPDATE tasks SET {COMPLETED_SQL}, video_file_id = ?, audio_file_id = ?, files = ?, finished_at = ?,"
+                f" updated_at = ? WHERE id = ? AND status IN ('downloading', 'processing'){owned}",
+                (video, audio, json.dumps(listing), now, now, task_id, *owner),
             )
             if cursor.rowcount != 1:
                 self._db.execute("ROLLBACK")

@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Callable
 from http.client import HTTPMessage
 from pathlib import Path
-from typing import IO, Any, Literal, NoReturn
+from typing import IO, Any, NoReturn
 
 import yt_dlp
 import yt_dlp.downloader.external
@@ -27,8 +27,10 @@ import yt_dlp.postprocessor.ffmpeg
 from yt_dlp.networking.exceptions import CertificateVerifyError, HTTPError, TransportError
 from yt_dlp.utils import DownloadError
 
-from app.tasks import address_guard, media
-from app.tasks.messages import Done, Processing, ProducedFile, Progress, Report, Retrying, RunSpec
+from app.store.records import FileKind
+from app.tasks import address_guard, media, media_keys
+from app.tasks import cookies as cookie_files
+from app.tasks.messages import Done, DownloadOptions, Processing, ProducedFile, Progress, Report, Retrying, RunSpec
 from app.tasks.retry import TRANSIENT_HTTP_STATUSES, backoff_s
 
 ReportTo = Callable[[Report], None]
@@ -167,12 +169,62 @@ class _Progress(yt_dlp.postprocessor.PostProcessor):  # type: ignore[misc]  # yt
         )
 
 
-def _format_selector(quality: str, with_video: bool) -> str:
+def _format_selector(quality: str, with_video: bool, container: str) -> str:
     if not with_video:
         return "ba/b"
-    if quality == "best":
-        return "bv*+ba/b"
-    return f"bv*[height<={quality}]+ba/b[height<={quality}]/wv*+ba/w"
+    height = "" if quality == "best" else f"[height<={quality}]"
+    anything = "bv*+ba/b" if quality == "best" else f"bv*{height}+ba/b{height}/wv*+ba/w"
+    if container not in ("mp4", "webm"):
+        return anything
+    # Streams made for the container first: then it is a merge, not a remux that may not fit.
+    audio = "m4a" if container == "mp4" else "webm"
+    return f"bv*{height}[ext={container}]+ba[ext={audio}]/b{height}[ext={container}]/{anything}"
+
+
+class _ContainerFit(yt_dlp.postprocessor.PostProcessor):  # type: ignore[misc]  # yt-dlp has no type information
+    """Fails the task before a remux into a container that cannot hold the streams as they are."""
+
+    def __init__(self, container: str) -> None:
+        super().__init__()
+        self.container = container
+
+    def run(self, info: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+        try:
+            misfit = media.container_misfit(Path(info["filepath"]), self.container)
+        except media.MediaError as exc:
+            raise TaskError(str(exc)) from None
+        if misfit:
+            raise TaskError(misfit)
+        return [], info
+
+
+def _postprocessors(options: DownloadOptions) -> list[dict[str, Any]]:
+    """yt-dlp's post-processors for the video's options, in the order they must run: remux, then
+    what is written into the file. The audio is tagged after its extraction (_tag_audio)."""
+    steps: list[dict[str, Any]] = []
+    if options.thumbnail:
+        # One common picture type to serve and to embed (sites often give WebP).
+        steps.append({"key": "FFmpegThumbnailsConvertor", "format": "jpg", "when": "before_dl"})
+    if not options.keep_video:
+        return steps
+    if options.container != "any":
+        steps.append({"key": "FFmpegVideoRemuxer", "preferedformat": options.container})
+    if options.embed_subtitles:
+        steps.append({"key": "FFmpegEmbedSubtitle", "already_have_subtitle": True})
+    if options.embed_metadata or options.embed_chapters:
+        steps.append(_metadata_step(options))
+    if options.thumbnail:
+        steps.append({"key": "EmbedThumbnail", "already_have_thumbnail": True})
+    return steps
+
+
+def _metadata_step(options: DownloadOptions) -> dict[str, Any]:
+    return {
+        "key": "FFmpegMetadata",
+        "add_metadata": options.embed_metadata,
+        "add_chapters": options.embed_chapters,
+        "add_infojson": False,
+    }
 
 
 def _display_name(title: str, suffix: str) -> str:
@@ -206,9 +258,13 @@ def download(spec: RunSpec, report: ReportTo) -> Done:
     progress = _Progress(report, spec.max_filesize)
     logger = _Logger(spec.task_id)
     started = time.monotonic()
-    info = _fetch_with_retry(spec, _params(spec, task_dir, progress, logger, report), progress, report)
+    params = _params(spec, task_dir, progress, logger, report)
+    with cookie_files.cookie_file(spec.task_id, spec.cookies) as cookie_path:
+        if cookie_path is not None:
+            params["cookiefile"] = str(cookie_path)
+        info = _fetch_with_retry(spec, params, progress, report)
     video_path = _downloaded_file(spec, info, logger)
-    return _produce_files(spec, info, video_path, time.monotonic() - started, report)
+    return _produce_files(spec, info, video_path, time.monotonic() - started, report, logger)
 
 
 def _params(spec: RunSpec, task_dir: Path, progress: _Progress, logger: _Logger, report: ReportTo) -> dict[str, Any]:
@@ -218,8 +274,9 @@ def _params(spec: RunSpec, task_dir: Path, progress: _Progress, logger: _Logger,
         if d["status"] == "started" and d.get("postprocessor") != _Progress.pp_key():
             report(Processing(f"post-processing ({d.get('postprocessor')})"))
 
+    options = spec.options
     return {
-        "format": _format_selector(spec.options.video_quality, spec.options.keep_video),
+        "format": _format_selector(options.video_quality, options.keep_video, options.container),
         "outtmpl": {"default": "video.%(ext)s"},
         "paths": {"home": str(task_dir), "temp": str(task_dir)},
         "merge_output_format": "mp4/mkv",
@@ -245,6 +302,10 @@ def _params(spec: RunSpec, task_dir: Path, progress: _Progress, logger: _Logger,
         "progress_hooks": [progress.hook],
         "postprocessor_hooks": [postprocessor_hook],
         "updatetime": False,
+        "writesubtitles": bool(options.subtitles),
+        "subtitleslangs": ["all"] if options.subtitles == "all" else list(options.subtitles),
+        "writethumbnail": options.thumbnail,
+        "postprocessors": _postprocessors(options),
     }
 
 
@@ -255,6 +316,9 @@ def _fetch_with_retry(spec: RunSpec, params: dict[str, Any], progress: _Progress
         try:
             with yt_dlp.YoutubeDL(params) as ydl:
                 ydl.add_post_processor(progress, when="before_dl")
+                if spec.options.keep_video and spec.options.container != "any":
+                    # Ahead of the remux, which the postprocessors option placed at the start of post_process.
+                    ydl._pps["post_process"].insert(0, _ContainerFit(spec.options.container))
                 info = ydl.extract_info(spec.url, download=True)
             break
         except DownloadError as exc:
@@ -285,12 +349,15 @@ def _downloaded_file(spec: RunSpec, info: Any, logger: _Logger) -> Path:
     return video_path
 
 
-def _produce_files(spec: RunSpec, info: Any, video_path: Path, download_s: float, report: ReportTo) -> Done:
-    """The audio extracted when asked, the video checked (or removed when not kept)."""
+def _produce_files(
+    spec: RunSpec, info: Any, video_path: Path, download_s: float, report: ReportTo, logger: _Logger
+) -> Done:
+    """The audio extracted (and tagged) when asked, the video checked (or removed when not kept),
+    and the subtitles and thumbnail yt-dlp wrote."""
     options, task_dir = spec.options, video_path.parent
     report(Processing("checking files", _video_info(info)))
     title = info.get("title") or "download"
-    files = []
+    files = [*_subtitle_files(info, task_dir, title), *_thumbnail_files(info, task_dir, title)]
     extract_s = None
     if options.extract_audio:
         report(Processing(f"extracting audio ({options.audio_format})"))
@@ -299,6 +366,7 @@ def _produce_files(spec: RunSpec, info: Any, video_path: Path, download_s: float
             extract_started = time.monotonic()
             media.extract_audio(video_path, audio_path, options.audio_format, options.audio_bitrate)
             extract_s = time.monotonic() - extract_started
+            _tag_audio(audio_path, info, options, logger)
             media.verify(audio_path, "audio")
         except media.MediaError as exc:
             raise TaskError(str(exc)) from None
@@ -311,11 +379,44 @@ def _produce_files(spec: RunSpec, info: Any, video_path: Path, download_s: float
         files.append(_produced("video", video_path, title))
     else:
         video_path.unlink()
-    return Done(files, _video_info(info), download_s, extract_s)
+    return Done(files, _video_info(info), download_s, extract_s, media_keys.media_key(spec.url))
 
 
-def _produced(kind: Literal["video", "audio"], path: Path, title: str) -> ProducedFile:
-    return ProducedFile(kind, path.name, _display_name(title, path.suffix), path.stat().st_size)
+def _subtitle_files(info: dict[str, Any], task_dir: Path, title: str) -> list[ProducedFile]:
+    produced = []
+    for language, subtitle in sorted((info.get("requested_subtitles") or {}).items()):
+        path = Path(subtitle.get("filepath") or "")
+        if path.parent == task_dir and path.is_file():
+            produced.append(_produced("subtitles", path, title, f".{language}{path.suffix}", language))
+    return produced
+
+
+def _thumbnail_files(info: dict[str, Any], task_dir: Path, title: str) -> list[ProducedFile]:
+    written = [Path(t["filepath"]) for t in info.get("thumbnails") or () if t.get("filepath")]
+    return [_produced("thumbnail", path, title) for path in written[-1:] if path.parent == task_dir and path.is_file()]
+
+
+def _tag_audio(audio_path: Path, info: dict[str, Any], options: DownloadOptions, logger: _Logger) -> None:
+    """Write the metadata, chapters and thumbnail the options ask for into the extracted audio,
+    with the post-processors yt-dlp uses for its own audio (formats that cannot carry a picture get none)."""
+    audio_info = {**info, "filepath": str(audio_path), "ext": audio_path.suffix[1:], "__files_to_move": {}}
+    with yt_dlp.YoutubeDL({"quiet": True, "noprogress": True, "logger": logger}) as ydl:
+        try:
+            if options.embed_metadata or options.embed_chapters:
+                yt_dlp.postprocessor.FFmpegMetadataPP(
+                    ydl, add_metadata=options.embed_metadata, add_chapters=options.embed_chapters, add_infojson=False
+                ).run(audio_info)
+            if options.thumbnail and options.audio_format in media.AUDIO_FORMATS_WITH_PICTURE:
+                yt_dlp.postprocessor.EmbedThumbnailPP(ydl, already_have_thumbnail=True).run(audio_info)
+        except yt_dlp.utils.PostProcessingError as exc:
+            raise media.MediaError(f"tagging the audio failed: {exc}") from None
+
+
+def _produced(
+    kind: FileKind, path: Path, title: str, suffix: str | None = None, language: str | None = None
+) -> ProducedFile:
+    name = _display_name(title, path.suffix if suffix is None else suffix)
+    return ProducedFile(kind, path.name, name, path.stat().st_size, language)
 
 
 def is_transient(error: BaseException) -> bool:

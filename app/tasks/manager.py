@@ -30,12 +30,15 @@ from app.settings import Settings
 from app.store.base import StoreUnavailableError, TaskStore
 from app.store.records import ACTIVE, RUNNING, NewFile, NewTask, TaskRecord
 from app.tasks import worker
+from app.tasks.cookies import CookieSealer, CookiesError, cookie_folder
 from app.tasks.messages import Done, DownloadOptions, Failed, Processing, Progress, Report, Retrying, RunSpec
 from app.tasks.retention import Retention
 
 # A task whose worker dies (or whose service dies under it) this many times fails for good.
 MAX_ATTEMPTS = 3
 SHUTDOWN_WAIT_S = 5.0
+# yt-dlp matches a URL against its extractors' patterns in well under a second.
+MEDIA_KEY_TIMEOUT_S = 10.0
 # A download of unknown size makes room again each time it has grown by this much.
 RESERVE_STEP_BYTES = 1024 * 1024
 # While the task database cannot be reached: how often the scheduler tries again, and a task's
@@ -100,7 +103,8 @@ class Manager:
         self._stopping = False
         self._scheduler: asyncio.Task[None] | None = None
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(["app.tasks.lifeline", "app.tasks.downloader"])
+        self._context.set_forkserver_preload(["app.tasks.lifeline", "app.tasks.downloader", "app.tasks.media_keys"])
+        self._sealer = CookieSealer(settings.cookie_secret) if settings.cookie_secret else None
 
     @property
     def running_count(self) -> int:
@@ -122,6 +126,9 @@ class Manager:
         # marked removed before the first download makes room by them (retention's first pass,
         # started alongside, also cleans what the store does not know).
         await self.retention.reconcile()
+        # Cookie files of workers killed with a service that died (systemd's PrivateTmp drops them anyway).
+        for folder in cookie_folder("*").parent.glob(cookie_folder("*").name):
+            shutil.rmtree(folder, ignore_errors=True)
         resumed = await self.store.requeue_running("resuming after restart", count_attempt=True)
         for task_id in resumed:
             log.info("task %s running -> queued (service restarted; resumes)", task_id)
@@ -131,14 +138,25 @@ class Manager:
         self._scheduler = asyncio.create_task(self._schedule())
         self._wakeup.set()
 
-    async def submit(self, url: str, options: dict[str, Any]) -> tuple[TaskRecord, bool]:
-        """Queue a task, or return the active one for the same URL and options."""
+    @property
+    def takes_cookies(self) -> bool:
+        return self._sealer is not None
+
+    async def submit(self, url: str, options: dict[str, Any], cookies: str | None = None) -> tuple[TaskRecord, bool]:
+        """Queue a task, or return the active one for the same URL and options. cookies (a
+        cookies.txt) are stored sealed; only a manager with a cookie secret takes them."""
+        task_id = uuid.uuid4().hex
+        sealed = None
+        if cookies is not None:
+            assert self._sealer is not None, "cookies without VIDEO_API_COOKIE_SECRET"
+            sealed = self._sealer.seal(task_id, cookies)
         new = NewTask(
-            id=uuid.uuid4().hex,
+            id=task_id,
             url=url,
             options=options,
             dedupe_key=dedupe_key(url, options),
             message="waiting for a free worker",
+            cookies=sealed,
         )
         task, created = await self.store.create(new, self.settings.queue_limit)
         if created:
@@ -252,7 +270,34 @@ class Manager:
         count, used = await self.store.live_bytes()
         return used // count if count else 0
 
+    async def media_key(self, url: str) -> str:
+        """The video url names, as reuse compares it (app/tasks/media_keys.py), worked out in a
+        short-lived process from the fork server: yt-dlp stays out of this process."""
+        receiver, sender = self._context.Pipe(duplex=False)
+        process = self._context.Process(target=worker.send_media_key, args=(url, sender), name="media-key")
+        await asyncio.to_thread(self._start_process, process)
+        sender.close()
+        try:
+            return str(await asyncio.wait_for(asyncio.to_thread(receiver.recv), MEDIA_KEY_TIMEOUT_S))
+        finally:
+            _kill_group(process.pid)  # gone already, unless it hung: then its recv() ends with EOF
+            receiver.close()
+            await asyncio.to_thread(process.join)
+            self._started.remove(process)
+
+    def _open_cookies(self, task: TaskRecord) -> str | None:
+        if task["cookies"] is None:
+            return None
+        if self._sealer is None:
+            raise CookiesError("the task has cookies, and this host has no VIDEO_API_COOKIE_SECRET to open them")
+        return self._sealer.open(task["id"], bytes(task["cookies"]))
+
     async def _start_worker(self, task: TaskRecord, reserved: int) -> None:
+        try:
+            cookies = self._open_cookies(task)
+        except CookiesError as exc:
+            await self._fail(task["id"], str(exc))
+            return
         with contextlib.suppress(StoreUnavailableError):  # only a message: the worker starts anyway
             await self.store.update_owned(task["id"], {"message": "starting download"})
         spec = RunSpec(
@@ -265,6 +310,7 @@ class Manager:
             log_level=self.settings.log_level,
             download_attempts=self.settings.download_attempts,
             retry_delay_s=self.settings.retry_delay_s,
+            cookies=cookies,
         )
         parent_conn, child_conn = self._context.Pipe()
         process = self._context.Process(target=worker.run, args=(spec, child_conn), name=f"task-{task['id']}")
@@ -320,6 +366,7 @@ class Manager:
             loop.remove_reader(pipe)
             if not running.exited.done():
                 _kill_group(running.process.pid)
+            shutil.rmtree(cookie_folder(task_id), ignore_errors=True)  # the worker's, if it was killed
             running.conn.close()
             del self._running[task_id]
             self._started.remove(running.process)
@@ -391,10 +438,15 @@ class Manager:
                 return
             files.append(
                 NewFile(
-                    id=uuid.uuid4().hex, kind=file.kind, path=f"{task_id}/{file.file}", name=file.name, size=file.size
+                    id=uuid.uuid4().hex,
+                    kind=file.kind,
+                    language=file.language,
+                    path=f"{task_id}/{file.file}",
+                    name=file.name,
+                    size=file.size,
                 )
             )
-        info = {"video_info": report.video_info}
+        info = {"video_info": report.video_info, "media_key": report.media_key}
         await self._until_stored(lambda: self.store.update_owned(task_id, info, only_if=RUNNING))
         if await self._until_stored(lambda: self._completed(task_id, files)):
             log.info("task %s processing -> completed (%s)", task_id, ", ".join(f["kind"] for f in files))

@@ -8,6 +8,12 @@ from typing import Any, Literal, get_args
 
 AudioFormat = Literal["mp3", "m4a", "opus", "flac", "wav"]
 AUDIO_FORMATS: tuple[AudioFormat, ...] = get_args(AudioFormat)
+AUDIO_FORMATS_WITH_PICTURE = frozenset({"mp3", "m4a", "opus", "flac"})
+# Codecs each container holds as they are (a remux copies streams, it never re-encodes); mkv holds all.
+_CONTAINER_CODECS = {
+    "mp4": {"h264", "hevc", "av1", "vp9", "mpeg4", "aac", "mp3", "opus", "alac", "flac", "ac3", "eac3"},
+    "webm": {"vp8", "vp9", "av1", "opus", "vorbis"},
+}
 
 CONTENT_TYPES = {
     ".mp4": "video/mp4",
@@ -22,6 +28,13 @@ CONTENT_TYPES = {
     ".ogg": "audio/ogg",
     ".flac": "audio/flac",
     ".wav": "audio/wav",
+    ".vtt": "text/vtt",
+    ".srt": "application/x-subrip",
+    ".ass": "text/x-ssa",
+    ".ttml": "application/ttml+xml",
+    ".jpg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
 }
 
 # Encoder and how "best" is spelled per audio format; lossless formats ignore the bitrate.
@@ -89,6 +102,22 @@ def verify(path: Path, kind: str) -> dict[str, Any]:
     if duration <= 0:
         raise MediaError(f"{kind} file {path.name} has no duration")
     return info
+
+
+def container_misfit(path: Path, container: str) -> str | None:
+    """Why the audio and video streams of path cannot be remuxed into container, or None when they can."""
+    allowed = _CONTAINER_CODECS.get(container)
+    if allowed is None:
+        return None
+    streams = probe(path).get("streams", [])
+    codecs = [s.get("codec_name") for s in streams if s.get("codec_type") in ("video", "audio")]
+    misfits = sorted({codec for codec in codecs if codec not in allowed})
+    if not misfits:
+        return None
+    return (
+        f"the video's streams ({', '.join(str(codec) for codec in codecs)}) cannot go into {container} without"
+        f" re-encoding ({', '.join(str(codec) for codec in misfits)} does not fit); ask for mkv or any instead"
+    )
 
 
 def extract_audio(source: Path, target: Path, audio_format: str, bitrate: str) -> None:

@@ -6,15 +6,24 @@ from typing import Any, Literal
 
 import msgspec
 
+from app.store.records import FileKind
+
 
 class DownloadOptions(msgspec.Struct, frozen=True):
-    """The task's recorded options (app/api/contract.py, ProcessRequest.options()) that the download uses."""
+    """The task's recorded options (app/api/contract.py, ProcessRequest.options()) that the download
+    uses. Options added later have defaults: tasks queued by an earlier release lack them."""
 
     video_quality: str
     keep_video: bool
     extract_audio: bool
     audio_format: str
     audio_bitrate: str
+    subtitles: list[str] | Literal["all"] = []
+    embed_subtitles: bool = False
+    thumbnail: bool = False
+    embed_metadata: bool = False
+    embed_chapters: bool = False
+    container: str = "any"
 
 
 class RunSpec(msgspec.Struct, frozen=True):
@@ -27,6 +36,7 @@ class RunSpec(msgspec.Struct, frozen=True):
     log_level: str
     download_attempts: int
     retry_delay_s: float
+    cookies: str | None = None  # the cookies.txt text, opened for this run; never logged
 
 
 class Progress(msgspec.Struct, frozen=True):
@@ -49,10 +59,11 @@ class Retrying(msgspec.Struct, frozen=True):
 
 
 class ProducedFile(msgspec.Struct, frozen=True):
-    kind: Literal["video", "audio"]
+    kind: FileKind
     file: str  # name inside the task folder
     name: str  # the file name a client saves it under
     size: int
+    language: str | None = None  # of subtitles
 
 
 class Done(msgspec.Struct, frozen=True):
@@ -60,6 +71,7 @@ class Done(msgspec.Struct, frozen=True):
     video_info: dict[str, Any]
     download_s: float
     extract_s: float | None
+    media_key: str | None  # the video as reuse finds it (app/tasks/media_keys.py)
 
 
 class Failed(msgspec.Struct, frozen=True):

@@ -48,3 +48,13 @@ def run(spec: RunSpec, conn: Connection) -> None:
     except Exception as exc:  # the service must learn why, whatever broke
         traceback.print_exc()
         conn.send(Failed(f"internal error: {type(exc).__name__}: {exc}"))
+
+
+def send_media_key(url: str, conn: Connection) -> None:
+    """Entry point of the short-lived process that tells the service which video url names (reuse)."""
+    from app.tasks import media_keys  # already imported in the fork server
+
+    try:
+        conn.send(media_keys.media_key(url))
+    finally:
+        conn.close()

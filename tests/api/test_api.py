@@ -124,7 +124,7 @@ async def test_task_list_counts_pages_and_filters(make_client, media_server):
     assert [t["task_id"] for t in body["tasks"]] == [ids[1], ids[0]]
     body = await (await client.get("/api/tasks?status=failed")).json()
     assert body["total"] == 1 and [t["task_id"] for t in body["tasks"]] == [failed]
-    assert body["tasks"][0]["files"] == {"video": None, "audio": None}
+    assert body["tasks"][0]["files"] == {"video": None, "audio": None, "subtitles": {}, "thumbnail": None, "items": []}
 
 
 async def test_health_reports_versions(client):
@@ -192,7 +192,7 @@ async def test_retention_by_age_then_410(make_client, media_server):
     assert {item["task_id"] for item in body["deleted"]} == {old["task_id"]}
     assert body["files_deleted"] == 2 and body["bytes_freed"] > 0
     assert all("older than 1 hours" in item["reason"] for item in body["deleted"])
-    for url in old["files"].values():
+    for url in (old["files"]["video"], old["files"]["audio"]):
         response = await client.get(url)
         assert_json_error(response.status, await response.json(), 410, "file_gone")
     assert not (client.settings.media_dir / old["task_id"]).exists()

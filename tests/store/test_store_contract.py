@@ -177,10 +177,10 @@ async def test_complete_records_files_on_the_owner_node(store, hosts):
     await n1.claim_next()
     await n2.claim_next()
     files_a = [
-        {"id": "fa1", "kind": "video", "path": f"{a}/v.mp4", "name": "v.mp4", "size": 100},
-        {"id": "fa2", "kind": "audio", "path": f"{a}/a.mp3", "name": "a.mp3", "size": 10},
+        {"id": "fa1", "kind": "video", "language": None, "path": f"{a}/v.mp4", "name": "v.mp4", "size": 100},
+        {"id": "fa2", "kind": "audio", "language": None, "path": f"{a}/a.mp3", "name": "a.mp3", "size": 10},
     ]
-    files_b = [{"id": "fb1", "kind": "audio", "path": f"{b}/a.mp3", "name": "a.mp3", "size": 7}]
+    files_b = [{"id": "fb1", "kind": "audio", "language": None, "path": f"{b}/a.mp3", "name": "a.mp3", "size": 7}]
     assert not await n2.complete(a, files_a)  # n1 holds it
     assert not await store.complete(c, [{**files_b[0], "id": "fc1"}])  # still queued
     assert await n1.complete(a, files_a)
@@ -318,9 +318,11 @@ async def test_sqlite_database_of_the_release_before_schema_versions_opens_and_w
         assert (await store.counts())["queued"] == 1
         claimed = await store.claim_next()
         assert (claimed["id"], claimed["owner"], claimed["attempts"]) == ("old", "n1", 1)
-        assert await store.complete("old", [{"id": "f", "kind": "video", "path": "old/v", "name": "v", "size": 1}])
+        assert await store.complete(
+            "old", [{"id": "f", "kind": "video", "language": None, "path": "old/v", "name": "v", "size": 1}]
+        )
         assert (await store.get_file("f"))["node"] == "n1"
-        assert [row[0] for row in store._db.execute("SELECT version FROM schema_version")] == [1, 2]
+        assert [row[0] for row in store._db.execute("SELECT version FROM schema_version")] == [1, 2, 3]
     finally:
         await store.close()
     SQLiteTaskStore(path)._db.close()  # opening again applies nothing twice

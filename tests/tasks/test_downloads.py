@@ -240,7 +240,7 @@ async def test_size_limit_holds_when_the_size_is_unknown_upfront(make_client, me
     status = await wait_status(client, task_id)
     assert status["status"] == "failed", status
     assert "larger than the limit of 1 MB" in status["error"] and "VIDEO_API_MAX_FILESIZE_MB" in status["error"]
-    assert status["files"] == {"video": None, "audio": None}
+    assert status["files"]["items"] == [] and status["files"]["video"] is None
     assert not (client.settings.media_dir / task_id).exists()
 
 

@@ -46,7 +46,11 @@ async def completed_task(store, settings, files: dict[str, bytes]) -> tuple[str,
     records = []
     for (name, content), kind in zip(files.items(), ("video", "audio"), strict=False):
         (task_dir / name).write_bytes(content)
-        records.append(NewFile(id=uuid.uuid4().hex, kind=kind, path=f"{task_id}/{name}", name=name, size=len(content)))
+        records.append(
+            NewFile(
+                id=uuid.uuid4().hex, kind=kind, language=None, path=f"{task_id}/{name}", name=name, size=len(content)
+            )
+        )
     assert await store.complete(task_id, records)
     return task_id, {record["name"]: record["id"] for record in records}
 
@@ -89,7 +93,7 @@ async def test_each_retention_pass_notices_files_gone_from_disk(make_client, med
     assert body["files_deleted"] == 0  # nothing was on disk to delete
     status = await (await client.get(f"/api/status/{done['task_id']}")).json()
     assert status["message"] == f"files removed: {MISSING_REASON}", status
-    for url in done["files"].values():
+    for url in (item["url"] for item in done["files"]["items"]):
         response = await client.get(url)
         assert response.status == 410
         assert (await response.json())["error"]["message"] == f"file was removed: {MISSING_REASON}"
@@ -134,7 +138,7 @@ async def test_a_task_restored_as_running_here_is_requeued_and_completes(make_cl
     done = await wait_status(client, task_id)
     assert done["status"] == "completed", done
     assert done["attempts"] == 2  # the restored run counts as an attempt
-    assert all([(await client.get(url)).status == 200 for url in done["files"].values()])
+    assert all([(await client.get(url)).status == 200 for url in (item["url"] for item in done["files"]["items"])])
     await client.post("/api/storage/cleanup")
     assert not (settings.media_dir / task_id / "stale.part").exists()
 

@@ -5,6 +5,7 @@ endpoint list of `GET /` are generated: routes are written once, here and beside
 import asyncio
 import logging
 import urllib.parse
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -29,6 +30,7 @@ from app.api.routes.common import NO_TASK, RETRY_AFTER, json_response, task_of
 from app.api.serializers import task_view
 from app.settings import Settings
 from app.store.base import QueueFullError, StoreUnavailableError
+from app.store.records import TaskRecord
 from app.tasks import address_guard
 
 QUEUE_FULL_RETRY_AFTER_S = 30
@@ -74,14 +76,22 @@ def _rate_limit(request: web.Request) -> None:
 @describe(
     "Queue a download",
     {
+        200: Reply(
+            "With reuse: a completed task of the same video and options whose files are kept.",
+            Accepted,
+            headers={"Location": "The status URL."},
+        ),
         202: Reply(
             "Queued, or the active task for the same URL and options.",
             Accepted,
             headers={"Location": "The status URL."},
         ),
         400: Reply("Body is not a JSON object."),
-        413: Reply("Body larger than 64 KiB."),
-        422: Reply("Invalid option, URL or callback_url; blocked or unresolvable address; callbacks disabled."),
+        413: Reply("Body larger than 64 KiB, beyond what cookies may add."),
+        422: Reply(
+            "Invalid option, URL, callback_url or cookies; blocked or unresolvable address; callbacks or cookies"
+            " disabled."
+        ),
         429: Reply("Queue full, or this client's rate limit reached.", headers=RETRY_AFTER),
     },
     body=ProcessRequest,
@@ -100,8 +110,19 @@ async def process(request: web.Request) -> web.Response:
             raise ApiError(422, "callbacks_disabled", "callback_url needs VIDEO_API_CALLBACK_SECRET on the service")
         # The same guard as downloads: the service will connect there.
         options["callback_url"] = await check_url(body.callback_url, settings, "callback_url")
+    manager = request.app[MANAGER]
+    if body.cookies is not None and not manager.takes_cookies:
+        raise ApiError(422, "cookies_disabled", "cookies need VIDEO_API_COOKIE_SECRET on the service")
+    if body.reuse:
+        reused = await _reusable(request, url, options)
+        if reused is not None:
+            status_url = f"/api/status/{reused['id']}"
+            message = "the same video with the same options is downloaded already; returning that task"
+            return json_response(
+                Accepted(reused["id"], reused["status"], status_url, message), 200, {"Location": status_url}
+            )
     try:
-        task, created = await request.app[MANAGER].submit(url, options)
+        task, created = await manager.submit(url, options, body.cookies)
     except QueueFullError:
         raise ApiError(
             429, "queue_full", "too many tasks waiting; try again later", {"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)}
@@ -109,6 +130,17 @@ async def process(request: web.Request) -> web.Response:
     status_url = f"/api/status/{task['id']}"
     message = "task queued" if created else f"the same download is already {task['status']}; returning that task"
     return json_response(Accepted(task["id"], task["status"], status_url, message), 202, {"Location": status_url})
+
+
+async def _reusable(request: web.Request, url: str, options: dict[str, Any]) -> TaskRecord | None:
+    """A completed task of the video url names, with the same options (where to call back aside)
+    and all its files kept, or None."""
+    wanted = {k: v for k, v in options.items() if k != "callback_url"}
+    media_key = await request.app[MANAGER].media_key(url)
+    for task in await request.app[STORE].reusable(media_key):
+        if {k: v for k, v in task["options"].items() if k != "callback_url"} == wanted:
+            return task
+    return None
 
 
 @routes.get("/api/status/{task_id}")

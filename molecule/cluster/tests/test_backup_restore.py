@@ -78,7 +78,7 @@ def test_the_restore_drill(client, media):
         task = client.status(task_id)
         assert task["status"] == "completed", task
         # The files are on their API host (200), or the restored record says honestly they are gone (410).
-        for url in filter(None, task["files"].values()):
+        for url in (item["url"] for item in task["files"]["items"]):
             assert client.get(url).status_code in (200, 410), url
     assert client.get(f"/api/status/{task_c}").status_code == 404
     assert docker(DB, f"ls {PG_DATA}/recovery.signal {PG_DATA}/standby.signal 2>/dev/null || true") == ""
