@@ -42,6 +42,50 @@ async def test_odd_bitrates_are_422(client, bitrate):
     assert (await (await client.get("/api/tasks")).json())["total"] == 0
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "code"),
+    [
+        ("subtitles", "some", "invalid_option"),
+        ("subtitles", ["en", 1], "invalid_option"),
+        ("subtitles", ["e\u0301n"], "invalid_option"),
+        ("subtitles", ["en"] * 21, "invalid_option"),
+        ("subtitles", [["en"]], "invalid_option"),
+        ("embed_subtitles", "true", "invalid_option"),
+        ("thumbnail", 1, "invalid_option"),
+        ("embed_metadata", None, "invalid_option"),
+        ("embed_chapters", "yes", "invalid_option"),
+        ("container", "avi", "invalid_option"),
+        ("container", "MKV", "invalid_option"),
+        ("reuse", "1", "invalid_option"),
+        ("cookies", "", "invalid_cookies"),
+        ("cookies", ["a"], "invalid_cookies"),
+        ("cookies", "# only a comment\n", "invalid_cookies"),
+        ("cookies", "127.0.0.1\tFALSE\t/\tFALSE\t\u00b9\tname\tvalue", "invalid_cookies"),
+        ("cookies", "127.0.0.1\tMAYBE\t/\tFALSE\t0\tname\tvalue", "invalid_cookies"),
+        ("cookies", "127.0.0.1\tFALSE\t/\tFALSE\t0\tname\tva\x00lue", "invalid_cookies"),
+    ],
+)
+async def test_odd_download_options_are_422_and_store_nothing(make_client, field, value, code):
+    client = await make_client(cookie_secret="cookie-secret-for-tests-0123456789")
+    response = await client.post("/api/process", json={"url": "http://127.0.0.1/x", field: value})
+    assert_json_error(response.status, await response.json(), 422, code)
+    assert (await (await client.get("/api/tasks")).json())["total"] == 0
+
+
+async def test_only_cookies_may_make_a_body_larger_than_64_kib(make_client):
+    client = await make_client(cookie_secret="cookie-secret-for-tests-0123456789")
+    line = "127.0.0.1\tFALSE\t/\tFALSE\t0\tname\t" + "v" * 1000 + "\n"
+    big_cookies = line * 400  # 400 KiB
+    response = await client.post("/api/process", json={"url": "http://127.0.0.1:9/x", "cookies": big_cookies})
+    assert response.status == 202, await response.text()
+    padded = {"url": "http://127.0.0.1:9/y", "cookies": line, "callback_url": "http://127.0.0.1/" + "a" * 70_000}
+    response = await client.post("/api/process", json=padded)
+    assert_json_error(response.status, await response.json(), 413, "request_entity_too_large")
+    response = await client.post("/api/process", json={"url": "http://127.0.0.1:9/z", "cookies": line * 600})
+    assert_json_error(response.status, await response.json(), 422, "invalid_cookies")
+    assert (await (await client.get("/api/tasks")).json())["total"] == 1
+
+
 @pytest.mark.parametrize("name", ["limit", "offset", "before"])
 @pytest.mark.parametrize("value", ODD_NUMBERS)
 async def test_odd_list_parameters_are_422(client, name, value):
@@ -155,6 +199,36 @@ def test_generated_odd_numbers_never_reach_a_500(service, value, field):
         response = requests.get(service.base + "/api/tasks", params={field: value}, timeout=10)
     assert response.status_code in (200, 422), (field, value, response.text)
     assert set(response.json()) == ({"error"} if response.status_code == 422 else set(response.json()))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    value=json_values,
+    field=st.sampled_from(
+        [
+            "subtitles",
+            "embed_subtitles",
+            "thumbnail",
+            "embed_metadata",
+            "embed_chapters",
+            "container",
+            "reuse",
+            "cookies",
+        ]
+    ),
+)
+def test_generated_download_options_never_reach_a_500(service, value, field):
+    response = requests.post(
+        service.base + "/api/process", timeout=10, json={"url": f"http://{BLOCKED_HOST}/x.mp4", field: value}
+    )
+    assert response.status_code in (202, 422), (field, value, response.text)
 
 
 def test_the_service_logged_no_unhandled_error(service):

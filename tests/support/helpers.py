@@ -75,7 +75,7 @@ async def wait_status(client, task_id: str, statuses=FINAL, timeout: float = 60.
 
 def ffprobe(path: Path) -> dict:
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
+        ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-show_chapters", "-of", "json", str(path)],
         capture_output=True,
         check=True,
         text=True,

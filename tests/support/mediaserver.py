@@ -3,6 +3,8 @@
 import asyncio
 import collections
 import html
+import json
+import secrets
 import socket
 import struct
 import subprocess
@@ -16,6 +18,13 @@ from aiohttp import web
 BLOCKED_HOST = "127.0.0.2"
 # The <title> of /page-hostile.html: a page must show it as text, never parse it as HTML.
 HOSTILE_TITLE = "<img src=x onerror=alert(1)>"
+# The subtitle tracks of /media/page-subtitles.html: language -> the words of its cues.
+SUBTITLES = {"de": ("Hallo", "Welt"), "en": ("Hello", "World")}
+# /page-chapters.html describes its video in JSON-LD (as many sites do), chapters included.
+CHAPTERS = (("Opening", 0, 2), ("Ending", 2, 4))
+METADATA = {"title": "Chaptered Test Video", "uploader": "Test Uploader", "description": "A clip with chapters"}
+# /cookie/<name> serves a file only to a client sending this cookie.
+COOKIE_NAME = "video_session"
 
 
 def _ffmpeg(*args: str) -> None:
@@ -25,7 +34,7 @@ def _ffmpeg(*args: str) -> None:
 def generate_media(folder: Path, seconds: int = 4) -> Path:
     """Write the test media into folder (once; reused when already there)."""
     folder.mkdir(parents=True, exist_ok=True)
-    done = folder / ".complete"
+    done = folder / ".complete-2"  # the number grows with the set of files
     if done.exists():
         return folder
     video = ["-f", "lavfi", "-i", f"testsrc=size=320x240:rate=25:duration={seconds}"]
@@ -160,6 +169,19 @@ def generate_media(folder: Path, seconds: int = 4) -> Path:
         "<!DOCTYPE html><html><head><title>Embedded Test Video</title></head><body>"
         '<h1>Embedded</h1><video controls src="/media/sample.mp4" type="video/mp4"></video></body></html>'
     )
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=1:duration=1", "-frames:v", "1", str(folder / "poster.jpg"))
+    for language, words in SUBTITLES.items():
+        cues = "".join(f"00:0{2 * i}.000 --> 00:0{2 * i + 2}.000\n{word}\n\n" for i, word in enumerate(words))
+        (folder / f"{language}.vtt").write_text(f"WEBVTT\n\n{cues}")
+    tracks = "".join(
+        f'<track kind="subtitles" src="/media/{language}.vtt" srclang="{language}" label="{language}">'
+        for language in SUBTITLES
+    )
+    (folder / "page-subtitles.html").write_text(
+        "<!DOCTYPE html><html><head><title>Subtitled Test Video</title></head><body>"
+        f'<video controls poster="/media/poster.jpg"><source src="/media/sample.mp4" type="video/mp4">{tracks}'
+        "</video></body></html>"
+    )
     done.touch()
     return folder
 
@@ -181,6 +203,10 @@ class MediaServer:
                                   the first `times` requests of each key announce the whole (rest
                                   of the) file but close the connection after 64 KiB of it
     /redirect?to=<url>            302 to url
+    /page-chapters.html           JSON-LD of sample.mp4: METADATA, CHAPTERS, poster.jpg as thumbnail
+    /cookie/<name>                the file with the cookie COOKIE_NAME=cookie_value, else 403
+    /hook                         a callback receiver: POSTed bodies kept in hook_bodies
+    /media/page-subtitles.html    sample.mp4 with SUBTITLES as <track>s and poster.jpg as poster
     """
 
     def __init__(self, folder: Path, host: str = "127.0.0.1", port: int = 0):
@@ -188,6 +214,8 @@ class MediaServer:
         self.folder, self.host, self.port = folder, host, port
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         self.flaky_hits: collections.Counter = collections.Counter()
+        self.hook_bodies: list[bytes] = []  # what callbacks POSTed to /hook
+        self.cookie_value = secrets.token_hex(16)  # unique per run: found in a log, it can only have come from here
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
@@ -215,6 +243,9 @@ class MediaServer:
         application.router.add_get("/chunked/{name:.+}", self._chunked)
         application.router.add_get("/truncated/{key}/{name:.+}", self._truncated)
         application.router.add_get("/redirect", self._redirect)
+        application.router.add_get("/page-chapters.html", self._page_chapters)
+        application.router.add_get("/cookie/{name:.+}", self._cookie_only)
+        application.router.add_post("/hook", self._hook)
         application.router.add_static("/media", self.folder)
         self._runner = web.AppRunner(application, access_log=None)
         await self._runner.setup()
@@ -244,6 +275,37 @@ class MediaServer:
             '<video src="/media/sample.mp4"></video></body></html>'
         )
         return web.Response(text=body, content_type="text/html")
+
+    async def _page_chapters(self, request):
+        base = f"http://{self.host}:{self.port}/media"
+        described = {
+            "@context": "https://schema.org",
+            "@type": "VideoObject",
+            "name": METADATA["title"],
+            "description": METADATA["description"],
+            "author": {"@type": "Person", "name": METADATA["uploader"]},
+            "uploadDate": "2026-01-02",
+            "duration": "PT4S",
+            "thumbnailUrl": f"{base}/poster.jpg",
+            "contentUrl": f"{base}/sample.mp4",
+            "hasPart": [
+                {"@type": "Clip", "name": name, "startOffset": start, "endOffset": end} for name, start, end in CHAPTERS
+            ],
+        }
+        body = (
+            "<html><head><title>Chapters</title>"
+            f'<script type="application/ld+json">{json.dumps(described)}</script></head><body><p>clip</p></body></html>'
+        )
+        return web.Response(text=body, content_type="text/html")
+
+    async def _hook(self, request):
+        self.hook_bodies.append(await request.read())
+        return web.Response(text="ok")
+
+    async def _cookie_only(self, request):
+        if request.cookies.get(COOKIE_NAME) != self.cookie_value:
+            raise web.HTTPForbidden(text="sign in first")
+        return web.FileResponse(self._file(request))
 
     async def _hls_blocked(self, request):
         playlist = (self.folder / "hls" / "index.m3u8").read_text()
