@@ -58,8 +58,10 @@ class Row {
       message: find(".message"),
       video: find(".video"),
       audio: find(".audio"),
+      extras: find(".extras"),
       remove: find(".remove"),
     });
+    this.extrasShown = "";
     for (const link of [this.video, this.audio]) link.addEventListener("click", (event) => this.save(event, link));
     this.remove.addEventListener("click", () => this.delete());
   }
@@ -92,8 +94,9 @@ class Row {
     if (this.message.classList.contains("failed") !== Boolean(task.error)) this.message.classList.toggle("failed");
     this.link(this.video, "Video", task.files.video);
     this.link(this.audio, "Audio", task.files.audio);
+    this.showExtras(task.files.items.filter((item) => item.kind === "subtitles" || item.kind === "thumbnail"));
     set(this.remove, this.active ? "Cancel" : "Delete");
-    const removable = this.active || Boolean(task.files.video || task.files.audio);
+    const removable = this.active || task.files.items.length > 0 || Boolean(task.files.video || task.files.audio);
     if (this.remove.hidden === removable) this.remove.hidden = !removable;
     attr(this.remove, "aria-label", `${this.active ? "Cancel" : "Delete"} ${title}`);
   }
@@ -106,6 +109,24 @@ class Row {
       set(anchor, label);
       this.list.sizes.observe(anchor);
     }
+  }
+
+  // Subtitles and the thumbnail: a link each, labelled with what the listing says (kind, language, size).
+  showExtras(items) {
+    const shown = items.map((item) => item.url).join(" ");
+    if (shown === this.extrasShown) return;
+    this.extrasShown = shown;
+    const links = items.map((item) => {
+      const anchor = document.createElement("a");
+      anchor.className = `download ${item.kind}`;
+      anchor.href = item.url;
+      anchor.download = "";
+      const what = item.kind === "subtitles" ? `Subtitles ${item.language ?? ""}`.trim() : "Thumbnail";
+      anchor.textContent = `${what} (${bytes(item.size)})`;
+      anchor.addEventListener("click", (event) => this.save(event, anchor));
+      return anchor;
+    });
+    this.extras.replaceChildren(...links);
   }
 
   async showSize(anchor) {
