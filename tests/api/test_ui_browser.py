@@ -1,5 +1,6 @@
 """The web page in headless Chromium against the real service (a subprocess) and the local media server."""
 
+import functools
 import json
 import signal
 import time
@@ -19,6 +20,8 @@ from tests.support.mediaserver import BLOCKED_HOST, HOSTILE_TITLE
 pytestmark = pytest.mark.browser
 ARTIFACTS = REPO / ".artifacts" / "ui"
 TOKEN = "browser-test-token-0123456789abcdef"
+COOKIE_SECRET = "browser-test-cookie-secret-0123456789"
+COOKIE_VALUE = "cookie-value-that-must-stay-off-the-page-6c1f"
 # Snapshot of one task row, read in one round trip.
 ROW_STATE = """
 const row = document.querySelector(`li.task[data-task-id="${arguments[0]}"]`);
@@ -95,6 +98,25 @@ def requests_sent(driver) -> list[tuple[str, dict]]:
             request = message["params"]["request"]
             sent.append((request["url"], {k.lower(): v for k, v in request["headers"].items()}))
     return sent
+
+
+def unfold_options(driver) -> None:
+    """Opens the form's "More options"."""
+    if not driver.find_element(By.ID, "more-options").get_attribute("open"):
+        driver.find_element(By.CSS_SELECTOR, "#more-options summary").click()
+
+
+def process_fields(service) -> dict[str, dict]:
+    """The schemas of POST /api/process's fields, from the service's OpenAPI document ($ref followed)."""
+    document = service.get("/api/openapi.json")
+
+    def resolve(node: dict) -> dict:
+        while "$ref" in node:
+            node = functools.reduce(lambda parent, key: parent[key], node["$ref"].split("/")[1:], document)
+        return node
+
+    body = document["paths"]["/api/process"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    return {name: resolve(schema) for name, schema in resolve(body)["properties"].items()}
 
 
 def saved_file(folder: Path, timeout: float = 30.0) -> Path:
@@ -339,3 +361,97 @@ def test_the_event_stream_reader_follows_the_sse_format(browser, service_factory
         {"id": "", "event": "message", "data": "no space"},
         {"id": "", "event": "message", "data": "last"},
     ]
+
+
+def test_the_download_options_are_offered_with_the_schemas_choices_and_defaults(browser, service_factory):
+    service = service_factory()
+    fields = process_fields(service)
+    open_page(browser, service)
+    unfold_options(browser)
+    for name in ("embed_subtitles", "thumbnail", "embed_metadata", "embed_chapters", "reuse"):
+        assert browser.find_element(By.ID, name).is_selected() == fields[name]["default"], name
+        assert browser.find_element(By.ID, f"{name}-hint").text == fields[name]["description"], name
+    container = browser.find_element(By.ID, "container")
+    options = container.find_elements(By.TAG_NAME, "option")
+    assert [option.get_attribute("value") for option in options] == fields["container"]["enum"]
+    assert container.get_attribute("value") == fields["container"]["default"]
+    subtitles = browser.find_element(By.ID, "subtitles")
+    assert subtitles.get_attribute("value") == ""
+    cookies = browser.find_element(By.ID, "cookies")
+    assert (cookies.get_attribute("type"), cookies.get_attribute("accept")) == ("file", ".txt,text/plain")
+    assert browser.find_element(By.ID, "cookies-hint").text == fields["cookies"]["description"]
+    for name in ("subtitles", "container", "cookies", "reuse"):
+        described = browser.find_element(By.ID, name).get_attribute("aria-describedby").split()
+        assert f"{name}-error" in described
+        assert browser.find_element(By.ID, f"{name}-error").get_attribute("role") == "alert"
+    # Embedding needs subtitles and the video; the container needs the video.
+    embed = browser.find_element(By.ID, "embed_subtitles")
+    assert container.is_enabled() and not embed.is_enabled()
+    subtitles.send_keys("en")
+    assert embed.is_enabled()
+    browser.find_element(By.ID, "keep_video").click()
+    assert not container.is_enabled() and not embed.is_enabled()
+    browser.find_element(By.ID, "keep_video").click()
+    assert container.is_enabled() and embed.is_enabled()
+
+
+def test_subtitles_thumbnail_and_a_cookies_file_are_sent_and_the_cookies_never_shown(
+    browser, service_factory, media_server, tmp_path
+):
+    service = service_factory(VIDEO_API_COOKIE_SECRET=COOKIE_SECRET)
+    cookies_file = tmp_path / "cookies.txt"
+    cookies_file.write_text(f"# Netscape HTTP Cookie File\n.127.0.0.1\tTRUE\t/\tFALSE\t0\tsession\t{COOKIE_VALUE}\n")
+    open_page(browser, service)
+    unfold_options(browser)
+    browser.find_element(By.ID, "subtitles").send_keys("en")
+    browser.find_element(By.ID, "thumbnail").click()
+    browser.find_element(By.ID, "cookies").send_keys(str(cookies_file))
+    task_id = submit(browser, media_server.url("/media/sample.webm?ui=options"), extract_audio=False)
+    options = service.get(f"/api/status/{task_id}")["options"]
+    assert (options["subtitles"], options["thumbnail"], options["cookies"]) == (["en"], True, True)
+    assert (options["embed_metadata"], options["container"]) == (False, "any")  # defaults, not sent
+    wait(browser, lambda d: d.find_element(By.ID, "form-status").text == "task queued", 5)
+    assert browser.execute_script("return document.getElementById('cookies').files.length") == 0
+    assert COOKIE_VALUE not in browser.page_source
+    assert browser.find_element(By.ID, "subtitles").get_attribute("value") == "en"  # options stay for the next one
+
+
+def test_a_bad_cookies_file_shows_the_apis_message_by_the_cookies_field(browser, service_factory, tmp_path):
+    service = service_factory(VIDEO_API_COOKIE_SECRET=COOKIE_SECRET)
+    cookies_file = tmp_path / "cookies.txt"
+    cookies_file.write_text("hello")
+    open_page(browser, service)
+    browser.find_element(By.ID, "url").send_keys("https://example.com/video")
+    unfold_options(browser)
+    browser.find_element(By.ID, "cookies").send_keys(str(cookies_file))
+    browser.find_element(By.CSS_SELECTOR, "#more-options summary").click()  # folded again: the error unfolds it
+    browser.find_element(By.ID, "submit-button").click()
+    error = wait(browser, lambda d: d.find_element(By.ID, "cookies-error").text, 10)
+    assert browser.switch_to.active_element == browser.find_element(By.ID, "cookies")
+    answer = requests.post(
+        service.base + "/api/process", json={"url": "https://example.com/video", "cookies": "hello"}, timeout=10
+    )
+    assert (answer.status_code, answer.json()["error"]["code"]) == (422, "invalid_cookies")
+    assert error == answer.json()["error"]["message"]
+    assert browser.find_element(By.ID, "cookies").get_attribute("aria-invalid") == "true"
+    assert browser.find_element(By.ID, "form-error").text == browser.find_element(By.ID, "url-error").text == ""
+    assert service.get("/api/tasks")["total"] == 0
+
+
+def test_reuse_answers_the_finished_task_and_the_page_shows_the_apis_message(browser, service_factory, media_server):
+    service = service_factory()
+    url = media_server.url("/media/sample.webm?ui=reuse")
+    task_id = service.submit(url, extract_audio=False)
+    service.wait(task_id, lambda body: body["status"] == "completed")
+    open_page(browser, service)
+    unfold_options(browser)
+    browser.find_element(By.ID, "reuse").click()
+    browser.find_element(By.ID, "extract_audio").click()
+    browser.find_element(By.ID, "url").send_keys(url + "\n")
+    status = wait(browser, lambda d: d.find_element(By.ID, "form-status").text, 10)
+    answer = requests.post(
+        service.base + "/api/process", json={"url": url, "extract_audio": False, "reuse": True}, timeout=10
+    )
+    assert (answer.status_code, answer.json()["task_id"]) == (200, task_id)
+    assert status == answer.json()["message"]
+    assert service.get("/api/tasks")["total"] == 1

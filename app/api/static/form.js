@@ -3,7 +3,16 @@
 
 import { api, ApiError, resolve } from "./api.js";
 
-const URL_CODES = new Set(["invalid_url", "unresolvable_host", "blocked_address"]);
+// Error codes that concern one field whatever their message says.
+const CODE_FIELDS = {
+  invalid_url: "url",
+  unresolvable_host: "url",
+  blocked_address: "url",
+  invalid_cookies: "cookies",
+  cookies_disabled: "cookies",
+};
+// Options sent only when they differ from the API's default (and their control is enabled).
+const CHECKBOXES = ["embed_subtitles", "thumbnail", "embed_metadata", "embed_chapters", "reuse"];
 const $ = (id) => document.getElementById(id);
 
 function fillSelect(select, values, chosen, label = (value) => value) {
@@ -34,7 +43,9 @@ export function setupForm(openapi, onSubmitted) {
   best.checked = schema.audio_bitrate.default === "best";
   bitrate.value = best.checked ? "" : schema.audio_bitrate.default;
   bitrate.disabled = best.checked;
-  $("audio_bitrate-hint").textContent = schema.audio_bitrate.description;
+  for (const hint of form.querySelectorAll("[data-description]")) {
+    hint.textContent = schema[hint.dataset.description]?.description ?? "";
+  }
   best.addEventListener("change", () => {
     bitrate.disabled = best.checked;
     if (!best.checked && !bitrate.value) bitrate.value = schema.audio_bitrate.default;
@@ -47,14 +58,35 @@ export function setupForm(openapi, onSubmitted) {
   $("extract_audio").addEventListener("change", audioControls);
   audioControls();
 
+  for (const name of CHECKBOXES) $(name).checked = schema[name].default;
+  fillSelect($("container"), schema.container.enum, schema.container.default);
+  // subtitles: a list of codes, or a word (the schema's enum beside the list: "all").
+  const subtitleWords = (schema.subtitles.anyOf ?? []).flatMap((s) => resolve(openapi, s).enum ?? []);
+  for (const element of form.querySelectorAll(".subtitles-words")) element.textContent = subtitleWords.join(", ");
+  const subtitles = () => {
+    const codes = $("subtitles").value.split(/[\s,]+/).filter(Boolean);
+    const word = codes.find((code) => subtitleWords.includes(code.toLowerCase()));
+    return word ? word.toLowerCase() : codes;
+  };
+  // Container and embedded subtitles are of the video: off without it (and embedding without subtitles).
+  const videoControls = () => {
+    const video = $("keep_video").checked;
+    $("container").disabled = !video;
+    $("embed_subtitles").disabled = !video || subtitles().length === 0;
+  };
+  $("keep_video").addEventListener("change", videoControls);
+  $("subtitles").addEventListener("input", videoControls);
+  videoControls();
+  const cookiesLimit = (schema.cookies.anyOf ?? []).map((s) => resolve(openapi, s).maxLength).find(Boolean);
+
   function clearErrors() {
     for (const element of form.querySelectorAll(".error")) element.textContent = "";
     for (const element of form.querySelectorAll("[aria-invalid]")) element.removeAttribute("aria-invalid");
   }
 
   function showError(error) {
-    let field = URL_CODES.has(error.code) ? "url" : null;
-    if (!field && error.status === 422) {
+    let field = CODE_FIELDS[error.code] ?? null;
+    if (!field && (error.status === 422 || error.status === 413)) {
       // Option messages start with or name the option ("audio_bitrate must be ..."): the first named wins.
       const named = fields
         .map((name) => [new RegExp(`\\b${name}\\b`).exec(error.message)?.index ?? -1, name])
@@ -66,6 +98,8 @@ export function setupForm(openapi, onSubmitted) {
     if (target) {
       target.textContent = error.message;
       $(field).setAttribute("aria-invalid", "true");
+      const folded = $(field).closest("details");
+      if (folded) folded.open = true;
       $(field).focus();
     } else {
       $("form-error").textContent = error.message;
@@ -102,11 +136,32 @@ export function setupForm(openapi, onSubmitted) {
       body.audio_format = $("audio_format").value;
       body.audio_bitrate = best.checked ? "best" : bitrate.value;
     }
+    const languages = subtitles();
+    if (languages.length) body.subtitles = languages;
+    for (const name of CHECKBOXES) {
+      if (!$(name).disabled && $(name).checked !== schema[name].default) body[name] = $(name).checked;
+    }
+    if (!$("container").disabled && $("container").value !== schema.container.default) {
+      body.container = $("container").value;
+    }
+    // The cookies go from the file into the request only, never onto the page; the API checks them.
+    const file = $("cookies").files[0];
+    if (file) {
+      try {
+        // A character is at most 4 bytes of UTF-8: a larger file cannot be within the limit, and is not read.
+        if (cookiesLimit && file.size > 4 * cookiesLimit) throw new Error(`at most ${cookiesLimit / 1024} KiB`);
+        body.cookies = await file.text();
+      } catch (error) {
+        showError({ code: "invalid_cookies", message: `cookies file not used: ${error.message}` });
+        return;
+      }
+    }
     button.disabled = true;
     let held = false;
     try {
       const accepted = await api("/api/process", { method: "POST", body });
       $("url").value = "";
+      $("cookies").value = "";
       $("form-status").textContent = accepted.message;
       onSubmitted(accepted);
     } catch (error) {
