@@ -455,3 +455,16 @@ def test_reuse_answers_the_finished_task_and_the_page_shows_the_apis_message(bro
     assert (answer.status_code, answer.json()["task_id"]) == (200, task_id)
     assert status == answer.json()["message"]
     assert service.get("/api/tasks")["total"] == 1
+
+
+def test_a_row_links_the_subtitles_and_the_thumbnail_with_their_sizes(browser, service_factory, media_server):
+    service = service_factory()
+    task_id = service.submit(media_server.url("/media/page-subtitles.html"), subtitles="all", thumbnail=True)
+    open_page(browser, service)
+    extras = f'[data-task-id="{task_id}"] .extras a'
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, extras)) == 3, 30, "no subtitle and thumbnail links")
+    labels = [link.text for link in browser.find_elements(By.CSS_SELECTOR, extras)]
+    assert [label.split(" (")[0] for label in labels] == ["Subtitles de", "Subtitles en", "Thumbnail"], labels
+    assert all(label.endswith(" B)") or label.endswith(" KB)") for label in labels), labels
+    browser.find_elements(By.CSS_SELECTOR, extras)[1].click()
+    assert "Hello" in saved_file(browser.downloads).read_text()
