@@ -41,3 +41,17 @@ def test_the_cluster_example_has_every_group_with_hosts():
     assert result.returncode == 0, result.stderr
     groups = {name: group.get("hosts", []) for name, group in json.loads(result.stdout).items()}
     assert all(groups.get(name) for name in CLUSTER_GROUPS), groups
+
+
+def test_generated_credentials_in_an_inventory_directory_are_no_hosts(tmp_path):
+    # The roles generate secrets into <inventory_dir>/credentials/ (a bare word a file, which Ansible's
+    # ini plugin would take for a host of the inventory directory that holds it).
+    inventory = tmp_path / "inventory"
+    (inventory / "credentials" / "tls").mkdir(parents=True)
+    (inventory / "hosts.yml").write_text("all:\n  hosts:\n    api1:\n")
+    (inventory / "credentials" / "cookie_secret").write_text("Q2xlYXJseU5vdEFIb3N0TmFtZQ\n")
+    (inventory / "credentials" / "tls" / "ca_passphrase").write_text("AnotherGeneratedSecret0123\n")
+    result = ansible("ansible-inventory", "-i", str(inventory), "--list")
+    assert result.returncode == 0, result.stderr
+    hosts = json.loads(result.stdout)["_meta"]["hostvars"].keys() | set(json.loads(result.stdout)["ungrouped"]["hosts"])
+    assert hosts == {"api1"}
