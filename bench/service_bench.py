@@ -1,12 +1,15 @@
 """Benchmarks of the service (prints figures; not a test).
 
-    .venv/bin/python bench/service_bench.py [--only api,rss,churn,wall] [--targets status,list50,...] [--big-mb 200]
+    .venv/bin/python bench/service_bench.py [--only api,rss,churn,wall,reuse] [--targets status,list50,...]
+        [--big-mb 200]
 
 api    GET /api/status and GET /api/tasks?limit=50 with 100,000 stored tasks at 1/16/64 connections,
        and list latency with 1,000 vs 100,000 tasks (cost must not grow with the table)
 rss    service RSS idle and with two downloads running (main process, fork server, workers)
 churn  main-process RSS across 200 downloads
 wall   one large local download through the service vs plain `yt-dlp` on the same file
+reuse  `reuse: true` answered from a completed task (a short-lived process decides which video the URL
+       names) vs downloading the same video again
 
 The load generator runs in this process on the same 2 cores as the service, so requests/s is a
 floor for the service, not a ceiling. All traffic is to 127.0.0.1.
@@ -354,6 +357,36 @@ def bench_churn(work: Path, media: MediaServer, downloads: int) -> None:
     shutil.rmtree(work / "churn")
 
 
+def bench_reuse(work: Path, media: MediaServer, rounds: int = 30) -> None:
+    print(f"== reuse: the same video asked {rounds} times (noise.mp4, video + mp3) ==")
+    url = media.url("/media/noise.mp4")
+    with Service(work / "reuse") as service:
+
+        async def asked_again():
+            async with aiohttp.ClientSession() as session:
+                downloads, answers = [], []
+                for n in range(3):  # the reference: the same video downloaded afresh (another URL each time)
+                    started = time.perf_counter()
+                    await _wait(session, service.base, await _submit(session, service.base, f"{url}?again={n}"))
+                    downloads.append(time.perf_counter() - started)
+                reused = await _submit(session, service.base, url, reuse=True)
+                await _wait(session, service.base, reused)
+                for _ in range(rounds):
+                    started = time.perf_counter()
+                    async with session.post(service.base + "/api/process", json={"url": url, "reuse": True}) as answer:
+                        assert answer.status == 200 and (await answer.json())["task_id"] == reused
+                    answers.append(time.perf_counter() - started)
+                answers.sort()
+                print(
+                    f"  downloaded again: best {min(downloads) * 1000:.0f} ms of 3; answered by reuse: median"
+                    f" {answers[len(answers) // 2] * 1000:.0f} ms, worst {answers[-1] * 1000:.0f} ms"
+                    f" ({min(downloads) / answers[len(answers) // 2]:.0f}x faster)"
+                )
+
+        asyncio.run(asked_again())
+    shutil.rmtree(work / "reuse")
+
+
 def big_file(media: MediaServer, big_mb: int) -> Path:
     """A local file of about big_mb MB (noise.mp4 looped), made once."""
     source = media.folder / "big.mp4"
@@ -434,7 +467,7 @@ def bench_wall(work: Path, media: MediaServer, big_mb: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default="api,rss,churn,wall")
+    parser.add_argument("--only", default="api,rss,churn,wall,reuse")
     parser.add_argument("--targets", default=",".join(API_TARGETS), help="api section: which endpoints")
     parser.add_argument("--seconds", type=float, default=3.0, help="per load level")
     parser.add_argument("--downloads", type=int, default=200)
@@ -452,6 +485,8 @@ def main() -> None:
             bench_churn(work, media, args.downloads)
         if "wall" in sections:
             bench_wall(work, media, args.big_mb)
+        if "reuse" in sections:
+            bench_reuse(work, media)
     finally:
         media.stop()
         shutil.rmtree(work, ignore_errors=True)
