@@ -30,7 +30,7 @@ from app.settings import Settings
 from app.store.base import StoreUnavailableError, TaskStore
 from app.store.records import ACTIVE, RUNNING, NewFile, NewTask, TaskRecord
 from app.tasks import worker
-from app.tasks.cookies import CookieSealer, CookiesError, cookie_folder
+from app.tasks.cookies import CookieSealer, CookiesError, cookie_folder, remove_cookie_folders
 from app.tasks.messages import Done, DownloadOptions, Failed, Processing, Progress, Report, Retrying, RunSpec
 from app.tasks.retention import Retention
 
@@ -126,9 +126,7 @@ class Manager:
         # marked removed before the first download makes room by them (retention's first pass,
         # started alongside, also cleans what the store does not know).
         await self.retention.reconcile()
-        # Cookie files of workers killed with a service that died (systemd's PrivateTmp drops them anyway).
-        for folder in cookie_folder("*").parent.glob(cookie_folder("*").name):
-            shutil.rmtree(folder, ignore_errors=True)
+        remove_cookie_folders()  # of workers killed with a service that died
         resumed = await self.store.requeue_running("resuming after restart", count_attempt=True)
         for task_id in resumed:
             log.info("task %s running -> queued (service restarted; resumes)", task_id)

@@ -135,10 +135,13 @@ async def process(request: web.Request) -> web.Response:
 async def _reusable(request: web.Request, url: str, options: dict[str, Any]) -> TaskRecord | None:
     """A completed task of the video url names, with the same options (where to call back aside)
     and all its files kept, or None."""
-    wanted = {k: v for k, v in options.items() if k != "callback_url"}
+
+    def compared(options: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in options.items() if k != "callback_url"}
+
     media_key = await request.app[MANAGER].media_key(url)
     for task in await request.app[STORE].reusable(media_key):
-        if {k: v for k, v in task["options"].items() if k != "callback_url"} == wanted:
+        if compared(task["options"]) == compared(options):
             return task
     return None
 
