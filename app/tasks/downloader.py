@@ -212,19 +212,15 @@ def _postprocessors(options: DownloadOptions) -> list[dict[str, Any]]:
     if options.embed_subtitles:
         steps.append({"key": "FFmpegEmbedSubtitle", "already_have_subtitle": True})
     if options.embed_metadata or options.embed_chapters:
-        steps.append(_metadata_step(options))
+        steps.append({"key": "FFmpegMetadata", **_metadata_options(options)})
     if options.thumbnail:
         steps.append({"key": "EmbedThumbnail", "already_have_thumbnail": True})
     return steps
 
 
-def _metadata_step(options: DownloadOptions) -> dict[str, Any]:
-    return {
-        "key": "FFmpegMetadata",
-        "add_metadata": options.embed_metadata,
-        "add_chapters": options.embed_chapters,
-        "add_infojson": False,
-    }
+def _metadata_options(options: DownloadOptions) -> dict[str, bool]:
+    """FFmpegMetadata's options, for the video (a post-processor step) and the audio (_tag_audio) alike."""
+    return {"add_metadata": options.embed_metadata, "add_chapters": options.embed_chapters, "add_infojson": False}
 
 
 def _display_name(title: str, suffix: str) -> str:
@@ -403,9 +399,7 @@ def _tag_audio(audio_path: Path, info: dict[str, Any], options: DownloadOptions,
     with yt_dlp.YoutubeDL({"quiet": True, "noprogress": True, "logger": logger}) as ydl:
         try:
             if options.embed_metadata or options.embed_chapters:
-                yt_dlp.postprocessor.FFmpegMetadataPP(
-                    ydl, add_metadata=options.embed_metadata, add_chapters=options.embed_chapters, add_infojson=False
-                ).run(audio_info)
+                yt_dlp.postprocessor.FFmpegMetadataPP(ydl, **_metadata_options(options)).run(audio_info)
             if options.thumbnail and options.audio_format in media.AUDIO_FORMATS_WITH_PICTURE:
                 yt_dlp.postprocessor.EmbedThumbnailPP(ydl, already_have_thumbnail=True).run(audio_info)
         except yt_dlp.utils.PostProcessingError as exc:
