@@ -18,6 +18,8 @@ from app.ascii_numbers import ascii_decimal, ascii_int
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MIN_TOKEN_LENGTH = 16
+# The most items a playlist may become: the bound of VIDEO_API_PLAYLIST_MAX_ITEMS and of a request's max_items.
+PLAYLIST_ITEMS_LIMIT = 10_000
 # The settings in MB are MiB: VIDEO_API_MAX_STORAGE_MB=1 is 1024 * 1024 bytes.
 MIB = 1024 * 1024
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
@@ -67,6 +69,14 @@ class Settings:
         "Tasks that may wait; beyond it `POST /api/process` answers 429 with `Retry-After`.",
         low=0,
         high=1_000_000,
+    )
+    playlist_max_items: int = setting(
+        "VIDEO_API_PLAYLIST_MAX_ITEMS",
+        100,
+        "Most items a playlist or channel becomes, each a task of its own (a request's `max_items` may ask for"
+        " fewer). A playlist whose items do not fit into the queue's free room fails and says how many would.",
+        low=1,
+        high=PLAYLIST_ITEMS_LIMIT,
     )
     retention_hours: float = setting(
         "VIDEO_API_RETENTION_HOURS",

@@ -17,6 +17,7 @@ import msgspec
 from msgspec import Meta
 
 from app.ascii_numbers import ascii_int
+from app.settings import PLAYLIST_ITEMS_LIMIT
 from app.store.records import Status
 from app.tasks import cookies as cookie_files
 from app.tasks import media
@@ -31,6 +32,15 @@ Container = Literal["any", "mp4", "mkv", "webm"]
 CONTAINERS: tuple[Container, ...] = typing.get_args(Container)
 # BCP 47-ish codes as sites name their subtitle tracks: "en", "pt-BR", "zh-Hans", "en-orig".
 SubtitleLanguage = Annotated[str, Meta(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$", max_length=32)]
+# yt-dlp's playlist_items: indexes (from 1; negative: from the end), ranges "3-7" and slices
+# "start:stop:step", comma-separated: "1-10,15", "-5:", "::2".
+_PLAYLIST_INDEX = r"-?[0-9]+"
+_PLAYLIST_RANGE = rf"{_PLAYLIST_INDEX}(?:-(?:{_PLAYLIST_INDEX}|inf))?"
+_PLAYLIST_SLICE = rf"(?:{_PLAYLIST_INDEX})?:(?:{_PLAYLIST_INDEX})?(?::{_PLAYLIST_INDEX})?"
+_PLAYLIST_SPEC = rf"(?:{_PLAYLIST_RANGE}|{_PLAYLIST_SLICE})"
+PLAYLIST_ITEMS_PATTERN = rf"^{_PLAYLIST_SPEC}(?:,{_PLAYLIST_SPEC})*$"
+# Request fields recorded in the options only when given (tasks recorded before they existed compare equal).
+_PLAYLIST_OPTIONS = ("playlist_items", "max_items")
 VideoQuality = Literal["360", "480", "720", "1080", "best"]
 VIDEO_QUALITIES: tuple[VideoQuality, ...] = typing.get_args(VideoQuality)
 _Query = TypeVar("_Query", bound=msgspec.Struct)
@@ -142,6 +152,25 @@ class ProcessRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             ),
         ),
     ] = None
+    playlist_items: Annotated[
+        Annotated[str, Meta(pattern=PLAYLIST_ITEMS_PATTERN, max_length=200)] | None,
+        Meta(
+            description='A playlist\'s or channel\'s items to download, in yt-dlp\'s syntax: "1-10,15", "-5:" (the last'
+            ' five), "::2". Default: from the first, up to max_items.',
+            extra=_error(
+                "invalid_option",
+                'playlist_items must be indexes, ranges and slices such as "1-10,15", "-5:" or "::2"',
+            ),
+        ),
+    ] = None
+    max_items: Annotated[
+        Annotated[int, Meta(ge=1, le=PLAYLIST_ITEMS_LIMIT)] | None,
+        Meta(
+            description="At most this many items of a playlist or channel (default and upper bound:"
+            " VIDEO_API_PLAYLIST_MAX_ITEMS).",
+            extra=_error("invalid_option", f"max_items must be a whole number from 1 to {PLAYLIST_ITEMS_LIMIT}"),
+        ),
+    ] = None
     reuse: Annotated[
         bool,
         Meta(
@@ -192,6 +221,9 @@ class ProcessRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         """The download options a task records (and deduplicates on); of the cookies only whether there are any."""
         options = {name: getattr(self, name) for name in self.__struct_fields__ if name not in _NOT_OPTIONS}
         options["cookies"] = self.cookies is not None
+        for name in _PLAYLIST_OPTIONS:
+            if options[name] is None:
+                del options[name]
         return options
 
 
@@ -209,6 +241,16 @@ class TaskListQuery(msgspec.Struct, forbid_unknown_fields=False):
         | None
     ) = None
     status: Status | None = None
+    parent_id: (
+        Annotated[
+            str,
+            Meta(
+                pattern="^[0-9a-f]{32}$",
+                description="A playlist's items (in its order) instead of the top-level tasks.",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class FileView(msgspec.Struct):
@@ -228,6 +270,17 @@ class Files(msgspec.Struct):
     subtitles: Annotated[dict[str, str], Meta(description="Language code -> link.")]
     thumbnail: str | None
     items: list[FileView]
+
+
+class PlaylistView(msgspec.Struct):
+    """A playlist or channel: its items are tasks of their own, summed up here."""
+
+    title: str | None
+    total: Annotated[int | None, Meta(description="Items the playlist has.")]
+    items: Annotated[int, Meta(description="Items queued as tasks (those asked for, up to max_items).")]
+    skipped: Annotated[int, Meta(description="Entries without a URL the service may download, or repeated.")]
+    counts: Annotated[dict[str, int], Meta(description="The items by status.")]
+    tasks: Annotated[str, Meta(description="The items, in the playlist's order: GET /api/tasks?parent_id=<id>.")]
 
 
 class TaskView(msgspec.Struct):
@@ -251,6 +304,14 @@ class TaskView(msgspec.Struct):
     video_info: dict[str, Any] | None
     files: Files
     error: str | None
+    parent_id: Annotated[str | None, Meta(description="The playlist this task is an item of.")] = None
+    playlist: Annotated[
+        PlaylistView | None,
+        Meta(
+            description="Of a playlist or channel, once its items are queued: the task's status, progress and"
+            " bytes are then those of all its items."
+        ),
+    ] = None
 
 
 class Accepted(msgspec.Struct):
@@ -261,7 +322,10 @@ class Accepted(msgspec.Struct):
 
 
 class TaskList(msgspec.Struct):
-    counts: dict[str, int]
+    counts: Annotated[
+        dict[str, int],
+        Meta(description="Tasks by status: every task, playlists' items included; with parent_id, its items."),
+    ]
     total: int
     limit: int
     offset: int

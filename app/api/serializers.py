@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime
 
-from app.api.contract import Files, FileView, TaskView
+from app.api.contract import Files, FileView, PlaylistView, TaskView
 from app.store.records import TaskRecord
 from app.tasks.media import content_type
 
@@ -35,6 +35,22 @@ def task_view(task: TaskRecord) -> TaskView:
         video_info=task["video_info"],
         files=_files(task),
         error=task["error"],
+        parent_id=task["parent_id"],
+        playlist=_playlist(task),
+    )
+
+
+def _playlist(task: TaskRecord) -> PlaylistView | None:
+    playlist = task["playlist"]
+    if playlist is None:
+        return None
+    return PlaylistView(
+        title=playlist["title"],
+        total=playlist["total"],
+        items=playlist["items"],
+        skipped=playlist["skipped"],
+        counts=playlist["counts"],
+        tasks=f"/api/tasks?parent_id={task['id']}",
     )
 
 

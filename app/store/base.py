@@ -37,11 +37,17 @@ UPDATABLE = frozenset(
 )
 # The fields of a progress tick: an update of only these is no state change.
 PROGRESS_FIELDS = frozenset({"progress", "downloaded_bytes", "total_bytes", "speed", "eta", "message"})
-JSON_COLUMNS = ("options", "video_info", "files")
+JSON_COLUMNS = ("options", "video_info", "files", "playlist")
 # SQL (the same in both stores) for the message of a task requeued after its owner's lease expired.
 EXPIRED_MESSAGE = "'requeued: host ' || owner || ' stopped renewing its lease'"
 # SQL (the same in both stores) of a task's completion, but for its files; its cookies go with it.
 COMPLETED_SQL = "status = 'completed', progress = 100, message = 'completed', error = NULL, cookies = NULL"
+# SQL (the same in both stores; {mark}: the driver's) of a playlist's items summed up by status.
+ITEMS_BY_STATUS_SQL = (
+    "SELECT status, COUNT(*) AS n, SUM(progress) AS progress, SUM(COALESCE(downloaded_bytes, 0)) AS downloaded,"
+    " SUM(total_bytes) AS total, COUNT(total_bytes) AS sized, SUM(speed) AS speed FROM tasks WHERE parent_id = {mark}"
+    " GROUP BY status"
+)
 # Rows of the next page start below this seq when no cursor is given.
 _NO_CURSOR = 2**63 - 1
 
@@ -55,6 +61,34 @@ def completed_files(files: list[NewFile]) -> tuple[str | None, str | None, list[
         TaskFile(id=f["id"], kind=f["kind"], language=f["language"], name=f["name"], size=f["size"]) for f in files
     ]
     return ids.get("video"), ids.get("audio"), listing
+
+
+def playlist_fields(parent: TaskRecord, items: list[dict[str, Any]], now: float) -> dict[str, Any]:
+    """A playlist task's fields from its items summed up by status (ITEMS_BY_STATUS_SQL): counts,
+    progress (a finished item counts as 100), bytes, speed, and, once no item is active, its final
+    status: completed when any item completed, else failed when any failed, else cancelled."""
+    counts = {status: 0 for status in STATUSES} | {row["status"]: int(row["n"]) for row in items}
+    total_items = sum(counts.values())
+    active = sum(counts[status] for status in ACTIVE)
+    finished = total_items - active
+    active_progress = sum(float(row["progress"] or 0) for row in items if row["status"] in ACTIVE)
+    summary = ", ".join(f"{counts[status]} {status}" for status in STATUSES if counts[status])
+    fields: dict[str, Any] = {
+        "playlist": {**(parent["playlist"] or {}), "counts": counts},
+        "progress": round((100.0 * finished + active_progress) / total_items, 1) if total_items else 0.0,
+        "downloaded_bytes": sum(int(row["downloaded"] or 0) for row in items),
+        "total_bytes": sum(int(row["total"]) for row in items if row["total"] is not None)
+        if sum(int(row["sized"]) for row in items) == total_items
+        else None,
+        "speed": sum(float(row["speed"] or 0) for row in items if row["status"] in ACTIVE) or None,
+        "message": f"{total_items} items: {summary}",
+    }
+    if active == 0 and parent["status"] in ACTIVE:
+        final = Status.COMPLETED if counts["completed"] else Status.FAILED if counts["failed"] else Status.CANCELLED
+        fields |= {"status": final, "finished_at": now, "eta": None, "speed": None}
+        if final == Status.FAILED:
+            fields["error"] = f"no item of the playlist completed ({summary})"
+    return fields
 
 
 class Occupancy(NamedTuple):
@@ -99,6 +133,11 @@ class TaskStore(abc.ABC):
         if tasks:
             for observer in self._observers:
                 await observer(tasks)
+        # A playlist sums its items up whenever one changes, whichever host changed it; the write
+        # that leaves no item active also settles the playlist's status (_sum_up_playlist).
+        for parent_id in sorted({task["parent_id"] for task in tasks if task["parent_id"]}):
+            if await self._sum_up_playlist(parent_id):
+                await self.changed([parent_id])
 
     def _owned(self, column: str = "owner") -> tuple[str, tuple[str, ...]]:
         """The SQL condition (and its parameter) that scopes a write to this store's node."""
@@ -145,6 +184,17 @@ class TaskStore(abc.ABC):
             await self.changed([task_id])
         return changed
 
+    async def expand(self, parent_id: str, playlist: dict[str, Any], items: list[NewTask], queue_limit: int) -> bool:
+        """Make this node's running task a playlist: its items queued as tasks of their own (with
+        parent_id), the playlist no longer owned by any node (no worker runs it), in one step, so
+        a crash leaves either the task to expand again or the whole playlist. False when the task
+        is no longer this node's to expand. Raises QueueFullError(free room) when the items do not
+        fit into queue_limit."""
+        expanded = await self._expand(parent_id, playlist, items, queue_limit)
+        if expanded:
+            await self.changed([parent_id, *(item["id"] for item in items)])
+        return expanded
+
     async def complete(self, task_id: str, files: list[NewFile]) -> bool:
         """Record the task's files and mark it completed in one step, if it is still running and
         this node owns it. The files belong to the task's owner node."""
@@ -172,6 +222,16 @@ class TaskStore(abc.ABC):
     async def _complete(self, task_id: str, files: list[NewFile]) -> bool: ...
 
     @abc.abstractmethod
+    async def _expand(
+        self, parent_id: str, playlist: dict[str, Any], items: list[NewTask], queue_limit: int
+    ) -> bool: ...
+
+    @abc.abstractmethod
+    async def _sum_up_playlist(self, parent_id: str) -> bool:
+        """Write playlist_fields() of the playlist from its items, read and written under a lock
+        of the playlist, so the last of concurrent writers sums up every item's latest state."""
+
+    @abc.abstractmethod
     async def _requeue_running(self, message: str, count_attempt: bool) -> list[str]: ...
 
     # Reads, and writes no client sees as a task change.
@@ -184,15 +244,24 @@ class TaskStore(abc.ABC):
         rows = await self._rows(f"SELECT * FROM tasks WHERE id = {self.MARK}", (task_id,))
         return rows[0] if rows else None  # type: ignore[return-value]
 
-    async def page(self, status: str | None, limit: int, offset: int, before: int | None = None) -> list[TaskRecord]:
-        """Newest first; with before, only tasks older than the task whose seq it is."""
+    async def page(
+        self, status: str | None, limit: int, offset: int, before: int | None = None, parent_id: str | None = None
+    ) -> list[TaskRecord]:
+        """Tasks that are no playlist's items, newest first; with before, only tasks older than the
+        task whose seq it is. With parent_id: that playlist's items, in the playlist's order."""
         mark = self.MARK
         conditions = [f"seq < {mark}"]
         params: list[int | str] = [_NO_CURSOR if before is None else before]
+        if parent_id is None:
+            conditions.append("parent_id IS NULL")
+        else:
+            conditions.append(f"parent_id = {mark}")
+            params.append(parent_id)
         if status is not None:
             conditions.append(f"status = {mark}")
             params.append(status)
-        sql = f"SELECT * FROM tasks WHERE {' AND '.join(conditions)} ORDER BY seq DESC LIMIT {mark} OFFSET {mark}"
+        order = "DESC" if parent_id is None else "ASC"
+        sql = f"SELECT * FROM tasks WHERE {' AND '.join(conditions)} ORDER BY seq {order} LIMIT {mark} OFFSET {mark}"
         return await self._rows(sql, (*params, limit, offset))  # type: ignore[return-value]
 
     @abc.abstractmethod
@@ -208,7 +277,7 @@ class TaskStore(abc.ABC):
             "SELECT head.created_at AS oldest_queued_at, running.node, running.n"
             " FROM (SELECT (SELECT created_at FROM tasks WHERE status = 'queued' ORDER BY seq LIMIT 1) AS created_at)"
             f" AS head LEFT JOIN (SELECT {owner} AS node, COUNT(*) AS n FROM tasks"
-            f" WHERE status IN ('downloading', 'processing') GROUP BY {owner}) AS running ON 1 = 1"
+            f" WHERE status IN ('downloading', 'processing') AND playlist IS NULL GROUP BY {owner}) AS running ON 1 = 1"
         )
         rows = await self._rows(sql)
         running = {row["node"]: int(row["n"]) for row in rows if row["n"] is not None}
@@ -227,6 +296,11 @@ class TaskStore(abc.ABC):
             " ORDER BY seq DESC LIMIT 20"
         )
         return await self._rows(sql, (media_key,))  # type: ignore[return-value]
+
+    async def items_of(self, parent_id: str) -> list[TaskRecord]:
+        """Every item of a playlist, in its order."""
+        sql = f"SELECT * FROM tasks WHERE parent_id = {self.MARK} ORDER BY seq"
+        return await self._rows(sql, (parent_id,))  # type: ignore[return-value]
 
     async def task_files(self, task_id: str) -> list[FileRecord]:
         return await self._rows(f"SELECT * FROM files WHERE task_id = {self.MARK}", (task_id,))  # type: ignore[return-value]

@@ -29,6 +29,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from app.store.base import (
     COMPLETED_SQL,
+    ITEMS_BY_STATUS_SQL,
     JSON_COLUMNS,
     STATUSES,
     QueueFullError,
@@ -36,6 +37,7 @@ from app.store.base import (
     StoreUnavailableError,
     TaskStore,
     completed_files,
+    playlist_fields,
 )
 from app.store.records import NewFile, NewTask, TaskRecord
 
@@ -149,6 +151,12 @@ UPDATE tasks SET files = (
                     '[]'::jsonb)
     FROM files WHERE files.task_id = tasks.id
 ) WHERE status = 'completed';
+""",
+    # 3: playlists: a playlist's items are tasks with its id as parent_id; the playlist sums them up.
+    """
+ALTER TABLE tasks ADD COLUMN parent_id TEXT;
+ALTER TABLE tasks ADD COLUMN playlist JSONB;
+CREATE INDEX tasks_parent ON tasks (parent_id, seq) WHERE parent_id IS NOT NULL;
 """,
 )
 
@@ -321,24 +329,65 @@ class PostgresTaskStore(TaskStore):
             assert counted is not None  # an aggregate without GROUP BY: always one row
             if counted["queued"] >= queue_limit:
                 raise QueueFullError(counted["queued"])
-            cursor = await conn.execute(
-                "INSERT INTO tasks (id, url, options, dedupe_key, status, message, cookies, created_at, updated_at)"
-                " VALUES (%s, %s, %s, %s, 'queued', %s, %s, %s, %s) RETURNING *",
-                (
-                    task["id"],
-                    task["url"],
-                    Jsonb(task["options"]),
-                    task["dedupe_key"],
-                    task.get("message", ""),
-                    task.get("cookies"),
-                    now,
-                    now,
-                ),
-            )
+            await _insert(conn, task, None, now)
+            cursor = await conn.execute("SELECT * FROM tasks WHERE id = %s", (task["id"],))
             created = await cursor.fetchone()
         if counted["deltas"] > _FOLD_AT:
             await conn.execute(_FOLD_COUNTS)
         return created, True  # type: ignore[return-value]
+
+    async def _expand(self, parent_id: str, playlist: dict[str, Any], items: list[NewTask], queue_limit: int) -> bool:
+        now = time.time()
+        owned, owner = self._owned()
+
+        async def expand(conn: Connection) -> bool:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
+                cursor = await conn.execute(
+                    f"SELECT 1 FROM tasks WHERE id = %s AND {RUNNING_SQL} AND playlist IS NULL{owned} FOR UPDATE",
+                    (parent_id, *owner),
+                )
+                if await cursor.fetchone() is None:
+                    return False
+                cursor = await conn.execute(
+                    "SELECT COALESCE(SUM(n), 0) AS queued FROM task_counts WHERE status = 'queued'"
+                )
+                counted = await cursor.fetchone()
+                assert counted is not None  # an aggregate without GROUP BY: always one row
+                if counted["queued"] + len(items) > queue_limit:
+                    raise QueueFullError(max(0, queue_limit - counted["queued"]))
+                for item in items:
+                    await _insert(conn, item, parent_id, now)
+                await conn.execute(
+                    "UPDATE tasks SET playlist = %s, message = %s, owner = NULL, lease_until = NULL, cookies = NULL,"
+                    " updated_at = %s WHERE id = %s",
+                    (Jsonb(playlist), f"{len(items)} items queued", now, parent_id),
+                )
+                return True
+
+        # Retried after a broken connection: an expansion that did commit is then no longer this node's to make.
+        return await self.run(expand)
+
+    async def _sum_up_playlist(self, parent_id: str) -> bool:
+        async def sum_up(conn: Connection) -> bool:
+            async with conn.transaction():
+                cursor = await conn.execute(
+                    "SELECT * FROM tasks WHERE id = %s AND playlist IS NOT NULL FOR UPDATE", (parent_id,)
+                )
+                parent = await cursor.fetchone()
+                if parent is None:
+                    return False
+                items = await (await conn.execute(ITEMS_BY_STATUS_SQL.format(mark="%s"), (parent_id,))).fetchall()
+                fields = playlist_fields(parent, items, time.time())  # type: ignore[arg-type]
+                values = [Jsonb(v) if k in JSON_COLUMNS else v for k, v in fields.items()]
+                await conn.execute(
+                    f"UPDATE tasks SET {', '.join(f'{column} = %s' for column in fields)}, updated_at = %s"
+                    " WHERE id = %s",
+                    (*values, time.time(), parent_id),
+                )
+                return True
+
+        return await self.run(sum_up)
 
     async def counts(self) -> dict[str, int]:
         async def count(conn: Connection) -> list[DictRow]:
@@ -425,7 +474,8 @@ class PostgresTaskStore(TaskStore):
         attempts = "attempts" if count_attempt else "GREATEST(attempts - 1, 0)"
         owned, owner = self._owned()
         return await self._ids(
-            f"WITH mine AS (SELECT seq FROM tasks WHERE {RUNNING_SQL}{owned} ORDER BY seq FOR UPDATE)"
+            f"WITH mine AS (SELECT seq FROM tasks WHERE {RUNNING_SQL} AND playlist IS NULL{owned}"
+            " ORDER BY seq FOR UPDATE)"
             f" UPDATE tasks SET status = 'queued', attempts = {attempts}, lease_until = NULL, message = %s,"
             " speed = NULL, eta = NULL, updated_at = %s FROM mine WHERE tasks.seq = mine.seq RETURNING tasks.id",
             (*owner, message, time.time()),
@@ -446,6 +496,24 @@ class PostgresTaskStore(TaskStore):
     async def close(self) -> None:
         await self.pool.close()
         await asyncio.gather(*self._closing)
+
+
+async def _insert(conn: Connection, task: NewTask, parent_id: str | None, now: float) -> None:
+    await conn.execute(
+        "INSERT INTO tasks (id, url, options, dedupe_key, status, message, cookies, parent_id, created_at, updated_at)"
+        " VALUES (%s, %s, %s, %s, 'queued', %s, %s, %s, %s, %s)",
+        (
+            task["id"],
+            task["url"],
+            Jsonb(task["options"]),
+            task["dedupe_key"],
+            task["message"],
+            task["cookies"],
+            parent_id,
+            now,
+            now,
+        ),
+    )
 
 
 async def _migrate(conn: psycopg.AsyncConnection) -> None:

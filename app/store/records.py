@@ -60,6 +60,8 @@ class TaskRecord(TypedDict):
     files: list[TaskFile] | None  # what complete() recorded; None until then
     cookies: bytes | None  # sealed (app/tasks/cookies.py); None without cookies and once the task ended
     media_key: str | None  # site and video id of a completed download (app/tasks/media_keys.py)
+    parent_id: str | None  # the playlist this task is an item of
+    playlist: dict[str, Any] | None  # of a playlist once expanded: title, total, items, counts (base.py)
 
 
 class FileRecord(TypedDict):

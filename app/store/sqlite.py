@@ -15,14 +15,16 @@ from typing import Any
 
 from app.store.base import (
     COMPLETED_SQL,
+    ITEMS_BY_STATUS_SQL,
     JSON_COLUMNS,
     PROGRESS_FIELDS,
     QueueFullError,
     StoreConnectError,
     TaskStore,
     completed_files,
+    playlist_fields,
 )
-from app.store.records import ACTIVE, NewFile, NewTask, TaskRecord
+from app.store.records import ACTIVE, RUNNING, NewFile, NewTask, TaskRecord
 
 # Ordered schema migrations, applied once each and recorded in schema_version. Each one must work
 # with the previous release's code, which may still run against the same database.
@@ -109,6 +111,12 @@ UPDATE tasks SET files = (
     SELECT json_group_array(json_object('id', id, 'kind', kind, 'language', NULL, 'name', name, 'size', size))
     FROM files WHERE files.task_id = tasks.id
 ) WHERE status = 'completed';
+""",
+    # 4: playlists: a playlist's items are tasks with its id as parent_id; the playlist sums them up.
+    """
+ALTER TABLE tasks ADD COLUMN parent_id TEXT;
+ALTER TABLE tasks ADD COLUMN playlist TEXT;
+CREATE INDEX tasks_parent ON tasks (parent_id, seq) WHERE parent_id IS NOT NULL;
 """,
 )
 
@@ -239,12 +247,11 @@ class SQLiteTaskStore(TaskStore):
 
     async def _create(self, task: NewTask, queue_limit: int) -> tuple[TaskRecord, bool]:
         now = time.time()
-        row = {**task, "options": json.dumps(task["options"], sort_keys=True)}
         self._db.execute("BEGIN IMMEDIATE")
         try:
             existing = self._db.execute(
                 "SELECT * FROM tasks WHERE dedupe_key = ? AND status IN (?, ?, ?)",
-                (row["dedupe_key"], *ACTIVE),
+                (task["dedupe_key"], *ACTIVE),
             ).fetchone()
             if existing is not None:
                 self._db.execute("COMMIT")
@@ -252,26 +259,80 @@ class SQLiteTaskStore(TaskStore):
             queued = self._db.execute("SELECT n FROM status_counts WHERE status = 'queued'").fetchone()[0]
             if queued >= queue_limit:
                 raise QueueFullError(queued)
-            self._db.execute(
-                "INSERT INTO tasks (id, url, options, dedupe_key, status, message, cookies, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
-                (
-                    row["id"],
-                    row["url"],
-                    row["options"],
-                    row["dedupe_key"],
-                    row.get("message", ""),
-                    row.get("cookies"),
-                    now,
-                    now,
-                ),
-            )
-            created = self._db.execute("SELECT * FROM tasks WHERE id = ?", (row["id"],)).fetchone()
+            self._insert(task, None, now)
+            created = self._db.execute("SELECT * FROM tasks WHERE id = ?", (task["id"],)).fetchone()
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
         return _decoded(created), True  # type: ignore[return-value]
+
+    def _insert(self, task: NewTask, parent_id: str | None, now: float) -> None:
+        self._db.execute(
+            "INSERT INTO tasks (id, url, options, dedupe_key, status, message, cookies, parent_id, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+            (
+                task["id"],
+                task["url"],
+                json.dumps(task["options"], sort_keys=True),
+                task["dedupe_key"],
+                task["message"],
+                task["cookies"],
+                parent_id,
+                now,
+                now,
+            ),
+        )
+
+    async def _expand(self, parent_id: str, playlist: dict[str, Any], items: list[NewTask], queue_limit: int) -> bool:
+        now = time.time()
+        owned, owner = self._owned()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            mine = self._db.execute(
+                f"SELECT 1 FROM tasks WHERE id = ? AND status IN (?, ?) AND playlist IS NULL{owned}",
+                (parent_id, *RUNNING, *owner),
+            ).fetchone()
+            if mine is None:
+                self._db.execute("ROLLBACK")
+                return False
+            queued = self._db.execute("SELECT n FROM status_counts WHERE status = 'queued'").fetchone()[0]
+            if queued + len(items) > queue_limit:
+                raise QueueFullError(max(0, queue_limit - queued))
+            for item in items:
+                self._insert(item, parent_id, now)
+            self._db.execute(
+                "UPDATE tasks SET playlist = ?, message = ?, owner = NULL, lease_until = NULL, cookies = NULL,"
+                " updated_at = ? WHERE id = ?",
+                (json.dumps(playlist), f"{len(items)} items queued", now, parent_id),
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return True
+
+    async def _sum_up_playlist(self, parent_id: str) -> bool:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            parent = self._db.execute(
+                "SELECT * FROM tasks WHERE id = ? AND playlist IS NOT NULL", (parent_id,)
+            ).fetchone()
+            if parent is None:
+                self._db.execute("ROLLBACK")
+                return False
+            items = [dict(row) for row in self._db.execute(ITEMS_BY_STATUS_SQL.format(mark="?"), (parent_id,))]
+            fields = playlist_fields(_decoded(parent), items, time.time())  # type: ignore[arg-type]
+            values = {k: json.dumps(v) if k in JSON_COLUMNS else v for k, v in fields.items()}
+            self._db.execute(
+                f"UPDATE tasks SET {', '.join(f'{column} = ?' for column in values)}, updated_at = ? WHERE id = ?",
+                (*values.values(), time.time(), parent_id),
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return True
 
     async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         return [_decoded(row) for row in self._db.execute(sql, params)]
@@ -353,7 +414,7 @@ class SQLiteTaskStore(TaskStore):
         attempts = "attempts" if count_attempt else "MAX(attempts - 1, 0)"
         owned, owner = self._owned()
         return self._select_then_update(
-            f"status IN ('downloading', 'processing'){owned}",
+            f"status IN ('downloading', 'processing') AND playlist IS NULL{owned}",
             owner,
             f"status = 'queued', attempts = {attempts}, lease_until = NULL, message = ?, speed = NULL, eta = NULL,"
             " updated_at = ?",

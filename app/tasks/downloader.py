@@ -30,7 +30,18 @@ from yt_dlp.utils import DownloadError
 from app.store.records import FileKind
 from app.tasks import address_guard, media, media_keys
 from app.tasks import cookies as cookie_files
-from app.tasks.messages import Done, DownloadOptions, Processing, ProducedFile, Progress, Report, Retrying, RunSpec
+from app.tasks.messages import (
+    Done,
+    DownloadOptions,
+    Playlist,
+    PlaylistItem,
+    Processing,
+    ProducedFile,
+    Progress,
+    Report,
+    Retrying,
+    RunSpec,
+)
 from app.tasks.retry import TRANSIENT_HTTP_STATUSES, backoff_s
 
 ReportTo = Callable[[Report], None]
@@ -247,8 +258,9 @@ def _video_info(info: dict[str, Any]) -> dict[str, Any]:
     return {key: info.get(key) for key in keys if info.get(key) is not None}
 
 
-def download(spec: RunSpec, report: ReportTo) -> Done:
-    """Download spec.url into spec.task_dir and produce the files the options ask for."""
+def download(spec: RunSpec, report: ReportTo) -> Done | Playlist:
+    """Download spec.url into spec.task_dir and produce the files the options ask for; or, when
+    the URL is a playlist and the task may expand, list the items asked for."""
     task_dir = Path(spec.task_dir)
     task_dir.mkdir(parents=True, exist_ok=True)
     progress = _Progress(report, spec.max_filesize)
@@ -259,6 +271,8 @@ def download(spec: RunSpec, report: ReportTo) -> Done:
         if cookie_path is not None:
             params["cookiefile"] = str(cookie_path)
         info = _fetch_with_retry(spec, params, progress, report)
+    if spec.max_items is not None and _is_playlist(info):
+        return _playlist(info, spec.max_items)
     video_path = _downloaded_file(spec, info, logger)
     return _produce_files(spec, info, video_path, time.monotonic() - started, report, logger)
 
@@ -315,7 +329,10 @@ def _fetch_with_retry(spec: RunSpec, params: dict[str, Any], progress: _Progress
                 if spec.options.keep_video and spec.options.container != "any":
                     # Ahead of the remux, which the postprocessors option placed at the start of post_process.
                     ydl._pps["post_process"].insert(0, _ContainerFit(spec.options.container))
-                info = ydl.extract_info(spec.url, download=True)
+                if spec.max_items is None:
+                    info = ydl.extract_info(spec.url, download=True)
+                else:
+                    info = _download_or_list(ydl, spec, params)
             break
         except DownloadError as exc:
             message = _clean_error(str(exc))
@@ -325,9 +342,58 @@ def _fetch_with_retry(spec: RunSpec, params: dict[str, Any], progress: _Progress
             report(Retrying(f"transient error, retry {attempt} of {attempts - 1} in {wait:g} s: {message}"))
             # A retry resumes the .part file (continuedl), it does not start over.
             time.sleep(wait)
-    if info and info.get("_type") == "playlist":
+    if spec.max_items is None and _is_playlist(info):  # a playlist's item downloads the first video its URL names
         info = next(iter(info.get("entries") or []), None)
     return info
+
+
+def _is_playlist(info: Any) -> bool:
+    return bool(info) and info.get("_type") in ("playlist", "multi_video")
+
+
+def _download_or_list(ydl: yt_dlp.YoutubeDL, spec: RunSpec, params: dict[str, Any]) -> Any:
+    """One extraction: a video is downloaded; a playlist's entries asked for are listed (flat:
+    entries that are links to other pages are not opened), without downloading any."""
+    found = ydl.extract_info(spec.url, download=False, process=False)
+    if not _is_playlist(found):
+        return ydl.process_ie_result(found, download=True)
+    wanted = spec.options.playlist_items or f"1-{spec.max_items}"
+    with yt_dlp.YoutubeDL({**params, "extract_flat": "in_playlist", "playlist_items": wanted}) as lister:
+        return lister.process_ie_result(found, download=False)
+
+
+def _playlist(info: dict[str, Any], max_items: int) -> Playlist:
+    """The playlist's first max_items entries with a URL the service may download, each once."""
+    items: list[PlaylistItem] = []
+    seen: set[str] = set()
+    skipped = 0
+    for entry in info.get("entries") or ():
+        if len(items) == max_items:
+            break
+        url = _entry_url(entry or {})
+        if url is None or url in seen or not _downloadable(url):
+            skipped += 1
+            continue
+        seen.add(url)
+        items.append(PlaylistItem(url, entry.get("title")))
+    return Playlist(info.get("title"), info.get("playlist_count"), items, skipped)
+
+
+def _downloadable(url: str) -> bool:
+    try:
+        address_guard.check_url_syntax(url)
+    except address_guard.BlockedAddressError:
+        return False
+    return True
+
+
+def _entry_url(entry: dict[str, Any]) -> str | None:
+    """What a playlist's item downloads: the page of a flat entry, else the media of a resolved
+    one (its best format when it has several)."""
+    if entry.get("_type") in ("url", "url_transparent"):
+        return entry.get("url")
+    formats = entry.get("formats") or ()
+    return entry.get("url") or (formats[-1].get("url") if formats else None)
 
 
 def _downloaded_file(spec: RunSpec, info: Any, logger: _Logger) -> Path:

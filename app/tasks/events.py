@@ -27,19 +27,25 @@ TASKS_KEPT = 1000
 class Event:
     id: str
     seq: int
-    kind: str  # "status" when the status changed (or a snapshot), else "progress"
-    task: TaskRecord
+    kind: str  # "status" when the status changed (or a snapshot), "item" in a playlist's stream, else "progress"
+    task: TaskRecord  # an "item" event's is the playlist's item whose status changed
+
+    @property
+    def final(self) -> bool:
+        """The stream's last event: its own task's final status."""
+        return self.kind != "item" and self.task["status"] in FINISHED
 
 
 class _Stream:
     def __init__(self) -> None:
         self.events: collections.deque[Event] = collections.deque(maxlen=EVENTS_PER_TASK)
         self.seq = 0
+        self.task: TaskRecord | None = None  # as its own last event showed it
         self.changed = asyncio.Event()
         self.followers = 0
 
     def trim_if_finished(self) -> None:
-        if self.followers == 0 and self.events and self.events[-1].task["status"] in FINISHED:
+        if self.followers == 0 and self.events and self.events[-1].final:
             final = self.events[-1]
             self.events.clear()
             self.events.append(final)
@@ -67,15 +73,22 @@ class EventHub:
         """A changed task to its followers; listeners (callbacks) hear only this host's own changes,
         so the host whose write made a status final is the one that acts on it."""
         stream = self._stream(task["id"])
-        previous = stream.events[-1].task["status"] if stream.events else None
+        kind = "progress" if stream.task is not None and stream.task["status"] == task["status"] else "status"
+        stream.task = task
+        self._append(stream, kind, task)
+        if kind == "status" and task["parent_id"] is not None:
+            # A playlist's followers see its items' status changes; the playlist's own event (its
+            # counts) follows from the store.
+            self._append(self._stream(task["parent_id"]), "item", task)
+        for listener in self.listeners if local else ():
+            listener(task)
+
+    def _append(self, stream: "_Stream", kind: str, task: TaskRecord) -> None:
         stream.seq += 1
-        kind = "progress" if previous == task["status"] else "status"
         stream.events.append(Event(f"{self.boot}-{stream.seq}", stream.seq, kind, task))
         stream.changed.set()
         stream.changed = asyncio.Event()
         stream.trim_if_finished()
-        for listener in self.listeners if local else ():
-            listener(task)
 
     async def publish_changes(self, tasks: list[TaskRecord]) -> None:
         """The store's observer: this host's changes."""
@@ -85,7 +98,7 @@ class EventHub:
     def followed(self) -> list[tuple[str, float | None]]:
         """(task id, updated_at of its last event) of every task somebody follows."""
         return [
-            (task_id, stream.events[-1].task["updated_at"] if stream.events else None)
+            (task_id, stream.task["updated_at"] if stream.task else None)
             for task_id, stream in self._streams.items()
             if stream.followers
         ]
@@ -125,7 +138,7 @@ class EventHub:
             for event in pending:
                 yield event
                 after = event.seq
-                if event.task["status"] in FINISHED:
+                if event.final:
                     return
             if pending:
                 continue

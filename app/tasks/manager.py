@@ -27,11 +27,21 @@ import msgspec
 
 from app.metrics import Metrics
 from app.settings import Settings
-from app.store.base import StoreUnavailableError, TaskStore
+from app.store.base import STATUSES, QueueFullError, StoreUnavailableError, TaskStore
 from app.store.records import ACTIVE, RUNNING, NewFile, NewTask, TaskRecord
 from app.tasks import worker
 from app.tasks.cookies import CookieSealer, CookiesError, cookie_folder, remove_cookie_folders
-from app.tasks.messages import Done, DownloadOptions, Failed, Processing, Progress, Report, Retrying, RunSpec
+from app.tasks.messages import (
+    Done,
+    DownloadOptions,
+    Failed,
+    Playlist,
+    Processing,
+    Progress,
+    Report,
+    Retrying,
+    RunSpec,
+)
 from app.tasks.retention import Retention
 
 # A task whose worker dies (or whose service dies under it) this many times fails for good.
@@ -59,6 +69,11 @@ class _Running:
     # Bytes this download will take in the media folder: an estimate at start, then its known size.
     reserved: int = 0
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+# Options of a playlist that its items, each one video, do not take: which items, and whom to tell
+# (the playlist's callback tells when all its items have ended).
+_PLAYLIST_ONLY_OPTIONS = ("playlist_items", "max_items", "callback_url")
 
 
 def dedupe_key(url: str, options: dict[str, Any]) -> str:
@@ -182,6 +197,10 @@ class Manager:
             _kill_group(running.process.pid)
             await asyncio.shield(running.exited)
         await self._delete_files(task_id, "deleted with the task")
+        if task["parent_id"] is None:
+            # A playlist ends with all its items (none when it is no playlist, or not yet expanded).
+            for item in await self.store.items_of(task_id):
+                await self.cancel(item)
         current = await self.store.get(task_id)
         assert current is not None  # tasks are never deleted, only cancelled
         return current
@@ -309,6 +328,7 @@ class Manager:
             download_attempts=self.settings.download_attempts,
             retry_delay_s=self.settings.retry_delay_s,
             cookies=cookies,
+            max_items=None if task["parent_id"] else self._max_items(task["options"]),
         )
         parent_conn, child_conn = self._context.Pipe()
         process = self._context.Process(target=worker.run, args=(spec, child_conn), name=f"task-{task['id']}")
@@ -325,6 +345,10 @@ class Manager:
         if current is None or current["status"] not in RUNNING:  # cancelled while the worker started
             running.ended = True
             _kill_group(process.pid)
+
+    def _max_items(self, options: dict[str, Any]) -> int:
+        cap = self.settings.playlist_max_items
+        return min(options.get("max_items") or cap, cap)
 
     async def _watch(self, running: _Running) -> None:
         loop = asyncio.get_running_loop()
@@ -405,6 +429,9 @@ class Manager:
                 await self._complete(task_id, report)
                 with contextlib.suppress(StoreUnavailableError):
                     await self.retention.make_room(self._reserved())
+            case Playlist():
+                running.ended = True
+                await self._expand(running.task, report)
             case Failed():
                 running.ended = True
                 await self._fail(task_id, report.message)
@@ -463,6 +490,54 @@ class Manager:
         if task is None or task["status"] != "completed":
             return False
         return any(file["id"] in (task["video_file_id"], task["audio_file_id"]) for file in files)
+
+    async def _expand(self, task: TaskRecord, playlist: Playlist) -> None:
+        """Queue the items of a playlist as tasks of their own, with the playlist's options and
+        cookies (sealed again for each item); or fail the playlist saying why not."""
+        task_id = task["id"]
+        if not playlist.items:
+            await self._fail(task_id, f"the playlist has no item to download ({playlist.skipped} skipped)")
+            return
+        cookies = self._open_cookies(task)  # opened once already, to start the worker
+        options = {k: v for k, v in task["options"].items() if k not in _PLAYLIST_ONLY_OPTIONS}
+        items = []
+        for item in playlist.items:
+            item_id = uuid.uuid4().hex
+            sealed = None if cookies is None or self._sealer is None else self._sealer.seal(item_id, cookies)
+            # The playlist in the key: the same video in two playlists is an item of each.
+            key = dedupe_key(item.url, {**options, "parent_id": task_id})
+            items.append(
+                NewTask(
+                    id=item_id,
+                    url=item.url,
+                    options=options,
+                    dedupe_key=key,
+                    message="waiting for a free worker",
+                    cookies=sealed,
+                )
+            )
+        summary = {
+            "title": playlist.title,
+            "total": playlist.total,
+            "items": len(items),
+            "skipped": playlist.skipped,
+            "counts": dict.fromkeys(STATUSES, 0) | {"queued": len(items)},
+        }
+        limit = self.settings.queue_limit
+        try:
+            expanded = await self._until_stored(lambda: self.store.expand(task_id, summary, items, limit))
+        except QueueFullError as exc:
+            await self._fail(
+                task_id,
+                f"the playlist has {len(items)} items to download and the queue has room for {exc.args[0]}"
+                f" (VIDEO_API_QUEUE_LIMIT={limit}): ask for fewer with max_items or playlist_items, or try again"
+                " when the queue is shorter",
+            )
+            return
+        await asyncio.to_thread(shutil.rmtree, self.task_dir(task_id), ignore_errors=True)
+        if expanded:
+            log.info("task %s is a playlist: %d items queued (%d skipped)", task_id, len(items), playlist.skipped)
+            self._wakeup.set()
 
     async def _fail(self, task_id: str, reason: str) -> None:
         # A failed task is final: its partial files would only take space. Deleted before the status

@@ -24,6 +24,8 @@ class DownloadOptions(msgspec.Struct, frozen=True):
     embed_metadata: bool = False
     embed_chapters: bool = False
     container: str = "any"
+    playlist_items: str | None = None
+    max_items: int | None = None
 
 
 class RunSpec(msgspec.Struct, frozen=True):
@@ -37,6 +39,9 @@ class RunSpec(msgspec.Struct, frozen=True):
     download_attempts: int
     retry_delay_s: float
     cookies: str | None = None  # the cookies.txt text, opened for this run; never logged
+    # A URL that is a playlist becomes at most this many items; None: the task is a playlist's item,
+    # which downloads one video whatever its URL names.
+    max_items: int | None = None
 
 
 class Progress(msgspec.Struct, frozen=True):
@@ -74,8 +79,22 @@ class Done(msgspec.Struct, frozen=True):
     media_key: str | None  # the video as reuse finds it (app/tasks/media_keys.py)
 
 
+class PlaylistItem(msgspec.Struct, frozen=True):
+    url: str
+    title: str | None
+
+
+class Playlist(msgspec.Struct, frozen=True):
+    """The URL is a playlist: the items asked for, for the service to queue as tasks of their own."""
+
+    title: str | None
+    total: int | None  # items the playlist has
+    items: list[PlaylistItem]
+    skipped: int  # entries without a URL the service may download, or repeated
+
+
 class Failed(msgspec.Struct, frozen=True):
     message: str
 
 
-Report = Progress | Processing | Retrying | Done | Failed
+Report = Progress | Processing | Retrying | Done | Playlist | Failed

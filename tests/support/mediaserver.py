@@ -18,6 +18,8 @@ from aiohttp import web
 BLOCKED_HOST = "127.0.0.2"
 # The <title> of /page-hostile.html: a page must show it as text, never parse it as HTML.
 HOSTILE_TITLE = "<img src=x onerror=alert(1)>"
+# The <title> of /playlist/<n>.html, the playlist's title.
+PLAYLIST_TITLE = "Local Test Playlist"
 # The subtitle tracks of /media/page-subtitles.html: language -> the words of its cues.
 SUBTITLES = {"de": ("Hallo", "Welt"), "en": ("Hello", "World")}
 # /page-chapters.html describes its video in JSON-LD (as many sites do), chapters included.
@@ -207,6 +209,9 @@ class MediaServer:
     /cookie/<name>                the file with the cookie COOKIE_NAME=cookie_value, else 403
     /hook                         a callback receiver: POSTed bodies kept in hook_bodies
     /media/page-subtitles.html    sample.mp4 with SUBTITLES as <track>s and poster.jpg as poster
+    /playlist/<n>.html?src=<path>&delay=<s>
+                                  a playlist: a page of n <video>s, item k at <path>?item=k (default
+                                  /media/sample.mp4), answered after delay seconds (default 0)
     """
 
     def __init__(self, folder: Path, host: str = "127.0.0.1", port: int = 0):
@@ -245,6 +250,7 @@ class MediaServer:
         application.router.add_get("/redirect", self._redirect)
         application.router.add_get("/page-chapters.html", self._page_chapters)
         application.router.add_get("/cookie/{name:.+}", self._cookie_only)
+        application.router.add_get("/playlist/{count:[0-9]+}.html", self._playlist)
         application.router.add_post("/hook", self._hook)
         application.router.add_static("/media", self.folder)
         self._runner = web.AppRunner(application, access_log=None)
@@ -296,6 +302,15 @@ class MediaServer:
             "<html><head><title>Chapters</title>"
             f'<script type="application/ld+json">{json.dumps(described)}</script></head><body><p>clip</p></body></html>'
         )
+        return web.Response(text=body, content_type="text/html")
+
+    async def _playlist(self, request):
+        await asyncio.sleep(float(request.query.get("delay", "0")))
+        source = request.query.get("src", "/media/sample.mp4")
+        videos = "".join(
+            f'<video controls src="{source}?item={item}"></video>' for item in range(1, int(request.match_info["count"]) + 1)
+        )
+        body = f"<!DOCTYPE html><html><head><title>{PLAYLIST_TITLE}</title></head><body>{videos}</body></html>"
         return web.Response(text=body, content_type="text/html")
 
     async def _hook(self, request):

@@ -29,7 +29,7 @@ from app.api.openapi import Reply, describe
 from app.api.routes.common import NO_TASK, RETRY_AFTER, json_response, task_of
 from app.api.serializers import task_view
 from app.settings import Settings
-from app.store.base import QueueFullError, StoreUnavailableError
+from app.store.base import STATUSES, QueueFullError, StoreUnavailableError
 from app.store.records import TaskRecord
 from app.tasks import address_guard
 
@@ -104,6 +104,12 @@ async def process(request: web.Request) -> web.Response:
     except ContractError as exc:
         raise ApiError(exc.status, exc.code, exc.message) from None
     options = body.options()
+    if body.max_items is not None and body.max_items > settings.playlist_max_items:
+        raise ApiError(
+            422,
+            "invalid_option",
+            f"max_items may be at most {settings.playlist_max_items} (VIDEO_API_PLAYLIST_MAX_ITEMS)",
+        )
     url = await check_url(body.url, settings)
     if body.callback_url is not None:
         if not settings.callback_secret:
@@ -165,7 +171,9 @@ async def delete_task(request: web.Request) -> web.Response:
     "Server-Sent Events of a task until it ends",
     {
         200: Reply(
-            "`event: status|progress`, `id: <boot>-<n>`, `data: <Task JSON>`.", content_type="text/event-stream"
+            "`event: status|progress|item`, `id: <boot>-<n>`, `data: <Task JSON>`; a playlist's stream has an"
+            " `item` event (the item's Task JSON) whenever one of its items changes status.",
+            content_type="text/event-stream",
         ),
         404: NO_TASK,
     },
@@ -201,10 +209,25 @@ async def task_events(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def _item_counts(request: web.Request, parent_id: str) -> dict[str, int]:
+    """The items of a playlist by status, as the playlist sums them up; 404 for no such task."""
+    parent = await request.app[STORE].get(parent_id)
+    if parent is None:
+        raise ApiError(404, "task_not_found", "no task with that parent_id")
+    if parent["playlist"] is None:
+        return dict.fromkeys(STATUSES, 0)
+    counts: dict[str, int] = parent["playlist"]["counts"]
+    return counts
+
+
 @routes.get("/api/tasks")
 @describe(
-    "Counts and a page of tasks, newest first",
-    {200: Reply("Counts and page.", TaskList), 422: Reply("Invalid limit, offset, before or status.")},
+    "Counts and a page of tasks, newest first; or of a playlist's items, in its order",
+    {
+        200: Reply("Counts and page.", TaskList),
+        404: Reply("No task with that parent_id."),
+        422: Reply("Invalid limit, offset, before, status or parent_id."),
+    },
     query=TaskListQuery,
 )
 async def list_tasks(request: web.Request) -> web.Response:
@@ -214,15 +237,25 @@ async def list_tasks(request: web.Request) -> web.Response:
         raise ApiError(exc.status, exc.code, exc.message) from None
     if query.before is not None and query.offset:
         raise ApiError(422, "invalid_parameter", "before and offset cannot be combined")
+    if query.before is not None and query.parent_id is not None:
+        raise ApiError(422, "invalid_parameter", "a playlist's items are paged with offset, not before")
     store = request.app[STORE]
-    counts = await store.counts()
-    # Keyset paging: `before` is the cursor of the page's `next` link; its cost does not grow
-    # with depth the way a large offset's does. One row more tells whether a next page exists.
-    tasks = await store.page(query.status, query.limit + 1, query.offset, query.before)
+    if query.parent_id is None:
+        counts = await store.counts()
+    else:
+        counts = await _item_counts(request, query.parent_id)
+    # One row more tells whether a next page exists. Top-level tasks: keyset paging, `before` is the
+    # cursor of the page's `next` link (its cost does not grow with depth as a large offset's does);
+    # a playlist's items, at most VIDEO_API_PLAYLIST_MAX_ITEMS in its order: offset.
+    tasks = await store.page(query.status, query.limit + 1, query.offset, query.before, query.parent_id)
     next_link = None
     if len(tasks) > query.limit:
         tasks = tasks[: query.limit]
-        cursor = {"limit": query.limit, "status": query.status, "before": tasks[-1]["seq"]}
+        cursor: dict[str, str | int | None] = {"limit": query.limit, "status": query.status}
+        if query.parent_id is None:
+            cursor["before"] = tasks[-1]["seq"]
+        else:
+            cursor |= {"parent_id": query.parent_id, "offset": query.offset + query.limit}
         next_link = "/api/tasks?" + urllib.parse.urlencode({k: v for k, v in cursor.items() if v is not None})
     total = counts.get(query.status, 0) if query.status else sum(counts.values())
     page = TaskList(counts, total, query.limit, query.offset, next_link, [task_view(task) for task in tasks])

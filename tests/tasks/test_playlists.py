@@ -1,0 +1,132 @@
+"""Playlists and channels: one parent task whose items are tasks of their own, summed up on it."""
+
+import asyncio
+import json
+import os
+
+from tests.support.helpers import FINAL, submit, wait_status, worker_pids
+from tests.support.mediaserver import PLAYLIST_TITLE
+
+
+async def items_of(client, parent_id: str, **query) -> dict:
+    response = await client.get("/api/tasks", params={"parent_id": parent_id, "limit": "500", **query})
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def test_a_playlist_becomes_a_parent_of_its_items(client, media_server):
+    url = media_server.url("/playlist/12.html")
+    parent_id = await submit(client, url, extract_audio=False, playlist_items="2-11,12", max_items=6)
+    parent = await wait_status(client, parent_id)
+    assert parent["status"] == "completed", parent["error"]
+    playlist = parent["playlist"]
+    assert playlist["title"] == PLAYLIST_TITLE and playlist["total"] == 12
+    assert playlist["items"] == 6 and playlist["counts"]["completed"] == 6
+    assert parent["progress"] == 100 and parent["files"]["items"] == []
+    assert parent["downloaded_bytes"] > 0 and parent["message"] == "6 items: 6 completed"
+    items = await items_of(client, parent_id)
+    # In the playlist's order, items 2 to 7: playlist_items chose them, max_items cut the rest.
+    assert [task["url"].rsplit("=", 1)[1] for task in items["tasks"]] == ["2", "3", "4", "5", "6", "7"]
+    assert items["total"] == 6 and items["counts"]["completed"] == 6
+    for item in items["tasks"]:
+        assert item["parent_id"] == parent_id and item["status"] == "completed" and item["files"]["video"]
+        assert "playlist_items" not in item["options"] and "max_items" not in item["options"]
+    # The list shows the playlist, not its items.
+    listing = await (await client.get("/api/tasks")).json()
+    assert [task["task_id"] for task in listing["tasks"]] == [parent_id]
+
+
+async def test_a_single_video_stays_one_task(client, media_server):
+    task_id = await submit(client, media_server.url("/media/page.html"), extract_audio=False)
+    task = await wait_status(client, task_id)
+    assert task["status"] == "completed" and task["playlist"] is None and task["files"]["video"]
+
+
+async def test_items_are_paged_in_order(client, media_server):
+    parent_id = await submit(client, media_server.url("/playlist/5.html"), extract_audio=False)
+    assert (await wait_status(client, parent_id))["status"] == "completed"
+    first = await items_of(client, parent_id, limit="2")
+    assert first["next"] is not None
+    second = await (await client.get(first["next"])).json()
+    urls = [task["url"] for task in first["tasks"] + second["tasks"]]
+    assert [url.rsplit("=", 1)[1] for url in urls] == ["1", "2", "3", "4"]
+
+
+async def test_max_items_above_the_setting_is_refused(make_client, media_server):
+    client = await make_client(playlist_max_items=3)
+    response = await client.post(
+        "/api/process", json={"url": media_server.url("/playlist/5.html"), "max_items": 4}
+    )
+    body = await response.json()
+    assert response.status == 422 and body["error"]["code"] == "invalid_option"
+    assert "at most 3" in body["error"]["message"]
+    parent_id = await submit(client, media_server.url("/playlist/5.html"), extract_audio=False)
+    parent = await wait_status(client, parent_id)
+    assert parent["playlist"]["items"] == 3 and parent["playlist"]["total"] == 5
+
+
+async def test_a_playlist_larger_than_the_queue_room_fails_saying_why(make_client, media_server):
+    client = await make_client(queue_limit=4)
+    parent_id = await submit(client, media_server.url("/playlist/6.html"), extract_audio=False)
+    parent = await wait_status(client, parent_id)
+    assert parent["status"] == "failed", parent
+    assert "6 items" in parent["error"] and "room for 4" in parent["error"] and "max_items" in parent["error"]
+    assert (await items_of(client, parent_id))["total"] == 0
+    # Asking for what fits works.
+    smaller = await submit(client, media_server.url("/playlist/6.html"), extract_audio=False, max_items=4)
+    assert (await wait_status(client, smaller))["status"] == "completed"
+
+
+async def test_events_carry_the_sum_and_the_items(client, media_server):
+    url = media_server.url("/playlist/3.html")
+    parent_id = await submit(client, url, extract_audio=False)
+    events = []
+    async with client.get(f"/api/tasks/{parent_id}/events") as response:
+        kind = None
+        async for line in response.content:
+            text = line.decode().strip()
+            if text.startswith("event: "):
+                kind = text.removeprefix("event: ")
+            elif text.startswith("data: "):
+                events.append((kind, json.loads(text.removeprefix("data: "))))
+    own = [task for kind, task in events if kind != "item"]
+    items = [task for kind, task in events if kind == "item"]
+    assert own[-1]["status"] == "completed" and own[-1]["playlist"]["counts"]["completed"] == 3
+    progress = [task["progress"] for task in own if task["playlist"]]
+    assert progress == sorted(progress) and progress[-1] == 100
+    assert {task["task_id"] for task in items} == {t["task_id"] for t in (await items_of(client, parent_id))["tasks"]}
+    assert {task["status"] for task in items} >= {"downloading", "completed"}
+    assert all(task["parent_id"] == parent_id for task in items)
+
+
+async def test_cancelling_the_playlist_stops_its_items_and_deletes_their_files(make_client, media_server):
+    client = await make_client(max_concurrent=2)
+    url = media_server.url("/playlist/5.html?src=/slow/sample.mp4")
+    parent_id = await submit(client, url, extract_audio=False)
+    # Wait for two items downloading and one finished... or at least two running workers.
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        items = (await items_of(client, parent_id))["tasks"]
+        if sum(item["status"] == "downloading" and bool(item["downloaded_bytes"]) for item in items) == 2:
+            break
+        assert asyncio.get_running_loop().time() < deadline, items
+        await asyncio.sleep(0.05)
+    response = await client.delete(f"/api/tasks/{parent_id}")
+    assert response.status == 200
+    parent = await response.json()
+    assert parent["status"] == "cancelled"
+    items = (await items_of(client, parent_id))["tasks"]
+    assert {item["status"] for item in items} == {"cancelled"}
+    assert worker_pids(os.getpid()) == []  # the in-process service's workers: children of its fork server
+    media = client.settings.media_dir
+    assert not any(media.rglob("*.*")), list(media.rglob("*"))
+
+
+async def test_an_item_on_its_own_is_a_normal_task(client, media_server):
+    parent_id = await submit(client, media_server.url("/playlist/2.html"), extract_audio=False)
+    assert (await wait_status(client, parent_id))["status"] == "completed"
+    first = (await items_of(client, parent_id))["tasks"][0]
+    task = await wait_status(client, first["task_id"], FINAL)
+    assert task["files"]["video"]
+    download = await client.get(task["files"]["video"])
+    assert download.status == 200
