@@ -241,16 +241,13 @@ class TaskListQuery(msgspec.Struct, forbid_unknown_fields=False):
         | None
     ) = None
     status: Status | None = None
-    parent_id: (
-        Annotated[
-            str,
-            Meta(
-                pattern="^[0-9a-f]{32}$",
-                description="A playlist's items (in its order) instead of the top-level tasks.",
-            ),
-        ]
-        | None
-    ) = None
+    parent_id: Annotated[
+        Annotated[str, Meta(pattern="^[0-9a-f]{32}$")] | None,
+        Meta(
+            description="A playlist's items (in its order) instead of the top-level tasks.",
+            extra=_error("invalid_parameter", "parent_id must be a task id (32 hexadecimal digits)"),
+        ),
+    ] = None
 
 
 class FileView(msgspec.Struct):
@@ -473,6 +470,9 @@ def parse_query(model: type[_Query], query: Mapping[str, str]) -> _Query:
         return msgspec.convert(values, model)
     except msgspec.ValidationError as exc:
         field = str(exc).rpartition("- at `$.")[2].rstrip("`")
+        declared = _errors_of(model).get(field)
+        if declared:
+            raise ContractError(422, **declared["error"]) from None
         choices = ", ".join(member.value for member in _enum_of(info[field]))
         raise ContractError(422, "invalid_parameter", f"{field} must be one of {choices}") from None
 

@@ -178,32 +178,33 @@ class Manager:
         return task, created
 
     async def cancel(self, task: TaskRecord) -> TaskRecord:
-        """Stop the task if it is active and delete its files; returns the task as it is now."""
+        """Stop the task if it is active and delete its files, a playlist's with all its items;
+        returns the task as it is now."""
         task_id = task["id"]
-        if task["status"] in ACTIVE:
-            fields = {
-                "status": "cancelled",
-                "message": "cancelled",
-                "finished_at": time.time(),
-                "speed": None,
-                "eta": None,
-            }
-            if await self.store.update(task_id, fields):
-                log.info("task %s %s -> cancelled", task_id, task["status"])
-                self.metrics.task_finished("cancelled")
-        running = self._running.get(task_id)
-        if running is not None:
-            running.ended = True
-            _kill_group(running.process.pid)
-            await asyncio.shield(running.exited)
-        await self._delete_files(task_id, "deleted with the task")
-        if task["parent_id"] is None:
-            # A playlist ends with all its items (none when it is no playlist, or not yet expanded).
-            for item in await self.store.items_of(task_id):
-                await self.cancel(item)
+        await self._mark_cancelled(task)
+        # A playlist's items (none when it is no playlist, or not yet expanded: being cancelled, it
+        # will not be). All are marked before any worker is waited for, so no host starts one meanwhile.
+        items = [] if task["parent_id"] is not None else await self.store.items_of(task_id)
+        for item in items:
+            await self._mark_cancelled(item)
+        for stopped in (task_id, *(item["id"] for item in items)):
+            running = self._running.get(stopped)
+            if running is not None:
+                running.ended = True
+                _kill_group(running.process.pid)
+                await asyncio.shield(running.exited)
+            await self._delete_files(stopped, "deleted with the task")
         current = await self.store.get(task_id)
         assert current is not None  # tasks are never deleted, only cancelled
         return current
+
+    async def _mark_cancelled(self, task: TaskRecord) -> None:
+        if task["status"] not in ACTIVE:
+            return
+        fields = {"status": "cancelled", "message": "cancelled", "finished_at": time.time(), "speed": None, "eta": None}
+        if await self.store.update(task["id"], fields):
+            log.info("task %s %s -> cancelled", task["id"], task["status"])
+            self.metrics.task_finished("cancelled")
 
     async def shutdown(self) -> None:
         """Kill all workers and leave their tasks queued, to resume on the next start."""
@@ -345,6 +346,8 @@ class Manager:
         if current is None or current["status"] not in RUNNING:  # cancelled while the worker started
             running.ended = True
             _kill_group(process.pid)
+            await asyncio.shield(running.exited)
+            await asyncio.to_thread(shutil.rmtree, self.task_dir(task["id"]), ignore_errors=True)
 
     def _max_items(self, options: dict[str, Any]) -> int:
         cap = self.settings.playlist_max_items

@@ -57,6 +57,20 @@ async def test_odd_bitrates_are_422(client, bitrate):
         ("container", "avi", "invalid_option"),
         ("container", "MKV", "invalid_option"),
         ("reuse", "1", "invalid_option"),
+        ("playlist_items", "", "invalid_option"),
+        ("playlist_items", "1-", "invalid_option"),
+        ("playlist_items", "one", "invalid_option"),
+        ("playlist_items", "\u0661-3", "invalid_option"),
+        ("playlist_items", "1,,2", "invalid_option"),
+        ("playlist_items", 5, "invalid_option"),
+        ("playlist_items", "1," * 100 + "1", "invalid_option"),
+        ("max_items", 0, "invalid_option"),
+        ("max_items", -1, "invalid_option"),
+        ("max_items", "5", "invalid_option"),
+        ("max_items", 5.5, "invalid_option"),
+        ("max_items", True, "invalid_option"),
+        ("max_items", 10_001, "invalid_option"),
+        ("max_items", 101, "invalid_option"),  # above VIDEO_API_PLAYLIST_MAX_ITEMS (100)
         ("cookies", "", "invalid_cookies"),
         ("cookies", ["a"], "invalid_cookies"),
         ("cookies", "# only a comment\n", "invalid_cookies"),
@@ -105,6 +119,14 @@ async def test_ids_with_a_trailing_oddity_are_404(client, method, path, suffix):
 async def test_an_empty_status_filter_is_422_as_the_schema_says(client):
     response = await client.get("/api/tasks?status=")
     assert_json_error(response.status, await response.json(), 422, "invalid_parameter")
+
+
+@pytest.mark.parametrize("parent_id", ["", "xyz", "0123456789ABCDEF0123456789ABCDEF", "0" * 31 + "²", "0" * 33])
+async def test_a_bad_parent_id_filter_is_422(client, parent_id):
+    response = await client.get("/api/tasks", params={"parent_id": parent_id})
+    body = await response.json()
+    assert_json_error(response.status, body, 422, "invalid_parameter")
+    assert "parent_id must be a task id" in body["error"]["message"]
 
 
 @pytest.mark.parametrize("seq", ["²", "①", "9" * 5000, "", "-1", "1-2"])
@@ -221,6 +243,8 @@ json_values = st.recursive(
             "container",
             "reuse",
             "cookies",
+            "playlist_items",
+            "max_items",
         ]
     ),
 )

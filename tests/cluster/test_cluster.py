@@ -284,3 +284,56 @@ def test_a_host_whose_database_is_gone_answers_503(tmp_path):
     finally:
         host.stop()
         server.stop()
+
+
+def _item_ids(service: ServiceProcess, parent_id: str) -> list[str]:
+    return [task["task_id"] for task in service.get(f"/api/tasks?parent_id={parent_id}&limit=500")["tasks"]]
+
+
+def test_a_playlists_items_run_on_every_host_and_sum_up_on_each(hosts, media_server):
+    a, b = hosts("a", VIDEO_API_MAX_CONCURRENT="1"), hosts("b", VIDEO_API_MAX_CONCURRENT="1")
+    parent_id = a.submit(media_server.url("/playlist/4.html?src=/slow/sample.mp4"), extract_audio=False)
+    events = read_events(b.base, parent_id)
+    final = events[-1]["data"]
+    assert final["status"] == "completed" and final["playlist"]["counts"]["completed"] == 4, final
+    assert {event["data"]["task_id"] for event in events if event["event"] == "item"} == set(_item_ids(b, parent_id))
+    items = _item_ids(a, parent_id)
+    owners = {owner_of(item, a, b).name for item in items}
+    assert owners == {"a", "b"}, owners
+    assert a.get(f"/api/status/{parent_id}")["playlist"] == b.get(f"/api/status/{parent_id}")["playlist"]
+
+
+def test_a_playlist_cancelled_on_one_host_stops_its_items_on_every_host(hosts, media_server):
+    a, b = hosts("a", VIDEO_API_MAX_CONCURRENT="1"), hosts("b", VIDEO_API_MAX_CONCURRENT="1")
+    parent_id = a.submit(media_server.url("/playlist/4.html?src=/slow/noise.mp4"), extract_audio=False)
+    deadline = time.monotonic() + 30
+    while True:
+        running = [t for t in a.get(f"/api/tasks?parent_id={parent_id}")["tasks"] if t["status"] == "downloading"]
+        if len(running) == 2 and all(t["downloaded_bytes"] for t in running):
+            break
+        assert time.monotonic() < deadline, running
+        time.sleep(0.05)
+    workers = [
+        task_worker(owner.process.pid, owner.data_dir / "media" / t["task_id"])
+        for t in running
+        for owner in [owner_of(t["task_id"], a, b)]
+    ]
+    assert all(workers)
+    response = requests.delete(f"{b.base}/api/tasks/{parent_id}", timeout=10)
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    deadline = time.monotonic() + 5
+    while any(process_group_members(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(process_group_members(w) for w in workers)
+    assert {t["status"] for t in b.get(f"/api/tasks?parent_id={parent_id}")["tasks"]} == {"cancelled"}
+    left = [(s.name, i) for s in (a, b) for i in _item_ids(a, parent_id)]
+    while left := [(s, i) for s, i in left if ({"a": a, "b": b}[s].data_dir / "media" / i).exists()]:
+        assert time.monotonic() < deadline + 5, (
+            left,
+            [
+                (t["task_id"], t["attempts"], t["started_at"])
+                for t in a.get(f"/api/tasks?parent_id={parent_id}")["tasks"]
+            ],
+            [r["task_id"] for r in running],
+        )
+        time.sleep(0.05)

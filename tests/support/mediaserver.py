@@ -308,7 +308,8 @@ class MediaServer:
         await asyncio.sleep(float(request.query.get("delay", "0")))
         source = request.query.get("src", "/media/sample.mp4")
         videos = "".join(
-            f'<video controls src="{source}?item={item}"></video>' for item in range(1, int(request.match_info["count"]) + 1)
+            f'<video controls src="{source}?item={item}"></video>'
+            for item in range(1, int(request.match_info["count"]) + 1)
         )
         body = f"<!DOCTYPE html><html><head><title>{PLAYLIST_TITLE}</title></head><body>{videos}</body></html>"
         return web.Response(text=body, content_type="text/html")

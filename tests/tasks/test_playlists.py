@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import time
 
 from tests.support.helpers import FINAL, submit, wait_status, worker_pids
 from tests.support.mediaserver import PLAYLIST_TITLE
@@ -54,9 +55,7 @@ async def test_items_are_paged_in_order(client, media_server):
 
 async def test_max_items_above_the_setting_is_refused(make_client, media_server):
     client = await make_client(playlist_max_items=3)
-    response = await client.post(
-        "/api/process", json={"url": media_server.url("/playlist/5.html"), "max_items": 4}
-    )
+    response = await client.post("/api/process", json={"url": media_server.url("/playlist/5.html"), "max_items": 4})
     body = await response.json()
     assert response.status == 422 and body["error"]["code"] == "invalid_option"
     assert "at most 3" in body["error"]["message"]
@@ -130,3 +129,37 @@ async def test_an_item_on_its_own_is_a_normal_task(client, media_server):
     assert task["files"]["video"]
     download = await client.get(task["files"]["video"])
     assert download.status == 200
+
+
+def _items_in_store(service, parent_id: str) -> int:
+    return service.get(f"/api/tasks?parent_id={parent_id}&limit=500")["total"]
+
+
+def test_kill_9_during_the_expansion_resumes_without_duplicate_items(service_factory, media_server):
+    service = service_factory()
+    mark = len(media_server.requests)
+    # The page answers after 3 s: the worker is reading it when the service dies.
+    parent_id = service.submit(media_server.url("/playlist/4.html?delay=3"), extract_audio=False)
+    deadline = time.monotonic() + 20
+    while not any(path == "/playlist/4.html" for path, _ in media_server.requests[mark:]):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    service.kill()
+    restarted = service_factory()
+    parent = restarted.wait(parent_id, lambda task: task["status"] in FINAL)
+    assert parent["status"] == "completed" and parent["attempts"] == 2, parent
+    assert parent["playlist"]["items"] == 4 and _items_in_store(restarted, parent_id) == 4
+    restarted.stop()
+
+
+def test_kill_9_while_items_run_resumes_them_and_the_playlist_ends_once(service_factory, media_server):
+    service = service_factory()
+    parent_id = service.submit(media_server.url("/playlist/3.html?src=/slow/sample.mp4"), extract_audio=False)
+    service.wait(parent_id, lambda task: task["playlist"] is not None and task["playlist"]["counts"]["downloading"])
+    service.kill()
+    restarted = service_factory()
+    parent = restarted.wait(parent_id, lambda task: task["status"] in FINAL)
+    assert parent["status"] == "completed" and parent["playlist"]["counts"]["completed"] == 3, parent
+    assert parent["attempts"] == 1  # expanded once: a playlist is not requeued at a restart
+    assert _items_in_store(restarted, parent_id) == 3
+    restarted.stop()
