@@ -85,13 +85,6 @@ def cookie_folder(task_id: str) -> Path:
     return Path(tempfile.gettempdir()) / f"video-api-cookies-{task_id}"
 
 
-def remove_cookie_folders() -> None:
-    """Every task's cookie folder (at start: a service that died left its workers' behind; with
-    systemd's PrivateTmp the folder is new anyway)."""
-    for folder in cookie_folder("*").parent.glob(cookie_folder("*").name):
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def cookie_file(task_id: str, text: str | None) -> Iterator[Path | None]:
     """A 0600 cookies.txt of text for yt-dlp, which reads it and writes it back: one per run,

@@ -30,7 +30,7 @@ from app.settings import Settings
 from app.store.base import STATUSES, QueueFullError, StoreUnavailableError, TaskStore
 from app.store.records import ACTIVE, RUNNING, NewFile, NewTask, TaskRecord
 from app.tasks import worker
-from app.tasks.cookies import CookieSealer, CookiesError, cookie_folder, remove_cookie_folders
+from app.tasks.cookies import CookieSealer, CookiesError, cookie_folder
 from app.tasks.messages import (
     Done,
     DownloadOptions,
@@ -141,10 +141,12 @@ class Manager:
         # marked removed before the first download makes room by them (retention's first pass,
         # started alongside, also cleans what the store does not know).
         await self.retention.reconcile()
-        remove_cookie_folders()  # of workers killed with a service that died
         resumed = await self.store.requeue_running("resuming after restart", count_attempt=True)
         for task_id in resumed:
             log.info("task %s running -> queued (service restarted; resumes)", task_id)
+            # Its worker died with the service (with systemd's PrivateTmp the folder went with it
+            # too); only this host's tasks: another service may share this /tmp.
+            shutil.rmtree(cookie_folder(task_id), ignore_errors=True)
         # Start the fork server now, so the first task does not wait for its imports; from this
         # thread, whose end is the one the fork server's lifeline watches (a quick spawn).
         multiprocessing.forkserver.ensure_running()

@@ -129,3 +129,26 @@ def test_a_killed_worker_leaves_no_cookie_file(service_factory, media_server, tm
     assert oct((temp / f"video-api-cookies-{task_id}" / "cookies.txt").stat().st_mode & 0o777) == "0o600"
     assert requests.delete(service.base + f"/api/tasks/{task_id}", timeout=10).status_code == 200
     assert not list(temp.glob("video-api-cookies-*"))
+
+
+async def test_a_playlists_items_use_its_cookies_and_keep_none(make_client, media_server):
+    client = await make_client(cookie_secret=COOKIE_SECRET)
+    url = media_server.url("/playlist/3.html?src=/cookie/sample.mp4")
+    parent_id = await submit(client, url, extract_audio=False, cookies=cookies_txt(media_server.cookie_value))
+    parent = await wait_status(client, parent_id)
+    assert parent["status"] == "completed" and parent["playlist"]["counts"]["completed"] == 3, parent["error"]
+    rows = database_rows(client.settings.data_dir)
+    assert len(rows) == 4 and all(row["cookies"] is None for row in rows)
+    assert all(json.loads(row["options"])["cookies"] is True for row in rows if isinstance(row["options"], str))
+    listing = await (await client.get(f"/api/tasks?parent_id={parent_id}")).text()
+    assert media_server.cookie_value not in listing
+
+
+async def test_a_starting_service_leaves_other_services_cookie_folders_alone(make_client, tmp_path):
+    # Two services on one machine without systemd's PrivateTmp share /tmp: one starting removed
+    # the cookie file of the other's running download, which then failed.
+    from app.tasks.cookies import cookie_file
+
+    with cookie_file("0" * 32, "another service's cookies") as path:
+        await make_client(cookie_secret=COOKIE_SECRET)
+        assert path.read_text() == "another service's cookies"
