@@ -321,7 +321,7 @@ class Accepted(msgspec.Struct):
 class TaskList(msgspec.Struct):
     counts: Annotated[
         dict[str, int],
-        Meta(description="Tasks by status: every task, playlists' items included; with parent_id, its items."),
+        Meta(description="Tasks by status, a playlist once (not its items); with parent_id, that playlist's items."),
     ]
     total: int
     limit: int

@@ -42,6 +42,8 @@ JSON_COLUMNS = ("options", "video_info", "files", "playlist")
 EXPIRED_MESSAGE = "'requeued: host ' || owner || ' stopped renewing its lease'"
 # SQL (the same in both stores) of a task's completion, but for its files; its cookies go with it.
 COMPLETED_SQL = "status = 'completed', progress = 100, message = 'completed', error = NULL, cookies = NULL"
+# The database's counters of playlists' items: this prefix and the status.
+ITEM_COUNT_PREFIX = "item:"
 # SQL (the same in both stores; {mark}: the driver's) of a playlist's items summed up by status.
 ITEMS_BY_STATUS_SQL = (
     "SELECT status, COUNT(*) AS n, SUM(progress) AS progress, SUM(COALESCE(downloaded_bytes, 0)) AS downloaded,"
@@ -264,9 +266,17 @@ class TaskStore(abc.ABC):
         sql = f"SELECT * FROM tasks WHERE {' AND '.join(conditions)} ORDER BY seq {order} LIMIT {mark} OFFSET {mark}"
         return await self._rows(sql, (*params, limit, offset))  # type: ignore[return-value]
 
+    async def counts(self, top_level: bool = False) -> dict[str, int]:
+        """Number of tasks in each status; with top_level, playlists' items are not counted."""
+        counted = await self.counters()
+        items = ITEM_COUNT_PREFIX if top_level else None
+        return {
+            status: counted.get(status, 0) - (counted.get(f"{items}{status}", 0) if items else 0) for status in STATUSES
+        }
+
     @abc.abstractmethod
-    async def counts(self) -> dict[str, int]:
-        """Number of tasks in each status."""
+    async def counters(self) -> dict[str, int]:
+        """The counters the database keeps: tasks by status, and playlists' items by ITEM_COUNT_PREFIX + status."""
 
     async def occupancy(self) -> Occupancy:
         """Every node's running tasks, and when the head of the queue was created. One round trip: the

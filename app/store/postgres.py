@@ -31,7 +31,6 @@ from app.store.base import (
     COMPLETED_SQL,
     ITEMS_BY_STATUS_SQL,
     JSON_COLUMNS,
-    STATUSES,
     QueueFullError,
     StoreConnectError,
     StoreUnavailableError,
@@ -153,10 +152,27 @@ UPDATE tasks SET files = (
 ) WHERE status = 'completed';
 """,
     # 3: playlists: a playlist's items are tasks with its id as parent_id; the playlist sums them up.
+    # The items are counted apart too ('item:<status>'), so the list can count top-level tasks.
     """
 ALTER TABLE tasks ADD COLUMN parent_id TEXT;
 ALTER TABLE tasks ADD COLUMN playlist JSONB;
 CREATE INDEX tasks_parent ON tasks (parent_id, seq) WHERE parent_id IS NOT NULL;
+CREATE OR REPLACE FUNCTION tasks_count() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        INSERT INTO task_counts (status, n) VALUES (OLD.status, -1);
+        IF OLD.parent_id IS NOT NULL THEN
+            INSERT INTO task_counts (status, n) VALUES ('item:' || OLD.status, -1);
+        END IF;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        INSERT INTO task_counts (status, n) VALUES (NEW.status, 1);
+        IF NEW.parent_id IS NOT NULL THEN
+            INSERT INTO task_counts (status, n) VALUES ('item:' || NEW.status, 1);
+        END IF;
+    END IF;
+    RETURN NULL;
+END $$;
 """,
 )
 
@@ -389,7 +405,7 @@ class PostgresTaskStore(TaskStore):
 
         return await self.run(sum_up)
 
-    async def counts(self) -> dict[str, int]:
+    async def counters(self) -> dict[str, int]:
         async def count(conn: Connection) -> list[DictRow]:
             cursor = await conn.execute(
                 "SELECT status, SUM(n) AS n, COUNT(*) AS deltas FROM task_counts GROUP BY status"
@@ -400,7 +416,7 @@ class PostgresTaskStore(TaskStore):
             return rows
 
         rows = await self.run(count)
-        return dict.fromkeys(STATUSES, 0) | {row["status"]: int(row["n"]) for row in rows}
+        return {row["status"]: int(row["n"]) for row in rows}
 
     async def _claim_next(self) -> TaskRecord | None:
         now = time.time()
@@ -507,8 +523,8 @@ async def _insert(conn: Connection, task: NewTask, parent_id: str | None, now: f
             task["url"],
             Jsonb(task["options"]),
             task["dedupe_key"],
-            task["message"],
-            task["cookies"],
+            task.get("message", ""),
+            task.get("cookies"),
             parent_id,
             now,
             now,

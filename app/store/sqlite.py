@@ -113,10 +113,25 @@ UPDATE tasks SET files = (
 ) WHERE status = 'completed';
 """,
     # 4: playlists: a playlist's items are tasks with its id as parent_id; the playlist sums them up.
+    # The items are counted apart too ('item:<status>'), so the list can count top-level tasks.
     """
 ALTER TABLE tasks ADD COLUMN parent_id TEXT;
 ALTER TABLE tasks ADD COLUMN playlist TEXT;
 CREATE INDEX tasks_parent ON tasks (parent_id, seq) WHERE parent_id IS NOT NULL;
+INSERT INTO status_counts (status, n) VALUES
+    ('item:queued', 0), ('item:downloading', 0), ('item:processing', 0),
+    ('item:completed', 0), ('item:failed', 0), ('item:cancelled', 0);
+CREATE TRIGGER tasks_item_count_insert AFTER INSERT ON tasks WHEN NEW.parent_id IS NOT NULL BEGIN
+    UPDATE status_counts SET n = n + 1 WHERE status = 'item:' || NEW.status;
+END;
+CREATE TRIGGER tasks_item_count_update AFTER UPDATE OF status ON tasks
+    WHEN OLD.status <> NEW.status AND NEW.parent_id IS NOT NULL BEGIN
+    UPDATE status_counts SET n = n - 1 WHERE status = 'item:' || OLD.status;
+    UPDATE status_counts SET n = n + 1 WHERE status = 'item:' || NEW.status;
+END;
+CREATE TRIGGER tasks_item_count_delete AFTER DELETE ON tasks WHEN OLD.parent_id IS NOT NULL BEGIN
+    UPDATE status_counts SET n = n - 1 WHERE status = 'item:' || OLD.status;
+END;
 """,
 )
 
@@ -276,8 +291,8 @@ class SQLiteTaskStore(TaskStore):
                 task["url"],
                 json.dumps(task["options"], sort_keys=True),
                 task["dedupe_key"],
-                task["message"],
-                task["cookies"],
+                task.get("message", ""),
+                task.get("cookies"),
                 parent_id,
                 now,
                 now,
@@ -337,7 +352,7 @@ class SQLiteTaskStore(TaskStore):
     async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         return [_decoded(row) for row in self._db.execute(sql, params)]
 
-    async def counts(self) -> dict[str, int]:
+    async def counters(self) -> dict[str, int]:
         return {status: n for status, n in self._db.execute("SELECT status, n FROM status_counts")}
 
     async def _claim_next(self) -> TaskRecord | None:

@@ -15,7 +15,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.support.browser import start_chrome
 from tests.support.helpers import REPO, ffprobe
-from tests.support.mediaserver import BLOCKED_HOST, HOSTILE_TITLE
+from tests.support.mediaserver import BLOCKED_HOST, HOSTILE_TITLE, PLAYLIST_TITLE
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = REPO / ".artifacts" / "ui"
@@ -380,7 +380,14 @@ def test_the_download_options_are_offered_with_the_schemas_choices_and_defaults(
     cookies = browser.find_element(By.ID, "cookies")
     assert (cookies.get_attribute("type"), cookies.get_attribute("accept")) == ("file", ".txt,text/plain")
     assert browser.find_element(By.ID, "cookies-hint").text == fields["cookies"]["description"]
-    for name in ("subtitles", "container", "cookies", "reuse"):
+    max_items = browser.find_element(By.ID, "max_items")
+    schema = next(s for s in fields["max_items"]["anyOf"] if "maximum" in s)
+    assert (max_items.get_attribute("min"), max_items.get_attribute("max")) == tuple(
+        str(schema[key]) for key in ("minimum", "maximum")
+    )
+    for name in ("playlist_items", "max_items"):
+        assert browser.find_element(By.ID, f"{name}-hint").text == fields[name]["description"], name
+    for name in ("subtitles", "container", "cookies", "reuse", "playlist_items", "max_items"):
         described = browser.find_element(By.ID, name).get_attribute("aria-describedby").split()
         assert f"{name}-error" in described
         assert browser.find_element(By.ID, f"{name}-error").get_attribute("role") == "alert"
@@ -468,3 +475,50 @@ def test_a_row_links_the_subtitles_and_the_thumbnail_with_their_sizes(browser, s
     assert all(label.endswith(" B)") or label.endswith(" KB)") for label in labels), labels
     browser.find_elements(By.CSS_SELECTOR, extras)[1].click()
     assert "Hello" in saved_file(browser.downloads).read_text()
+
+
+def test_a_playlist_is_one_row_that_opens_onto_its_items_and_cancels_them_all(browser, service_factory, media_server):
+    service = service_factory()
+    open_page(browser, service)
+    unfold_options(browser)
+    browser.find_element(By.ID, "playlist_items").send_keys("9-x")
+    submit(browser, media_server.url("/playlist/3.html"), extract_audio=False)  # the rejected try leaves no row
+    wait(browser, lambda d: d.find_element(By.ID, "playlist_items-error").text.startswith("playlist_items must"))
+    assert browser.find_element(By.ID, "playlist_items").get_attribute("aria-invalid") == "true"
+    browser.find_element(By.ID, "playlist_items").clear()
+    browser.find_element(By.ID, "playlist_items").send_keys("2-4")
+    browser.find_element(By.ID, "max_items").send_keys("2")
+    task_id = submit(browser, media_server.url("/playlist/4.html"), extract_audio=False)
+    watch(browser, task_id, lambda state: state["status"] == "completed")
+    row = browser.find_element(By.CSS_SELECTOR, f'li.task[data-task-id="{task_id}"]')
+    assert row.find_element(By.CSS_SELECTOR, ".title").text == PLAYLIST_TITLE
+    assert row.find_element(By.CSS_SELECTOR, ".items summary").text == "2 items (of 4 in the playlist)"
+    row.find_element(By.CSS_SELECTOR, ".items summary").click()
+    wait(browser, lambda d: len(row.find_elements(By.CSS_SELECTOR, "li.item")) == 2)
+    items = row.find_elements(By.CSS_SELECTOR, "li.item")
+    assert [item.get_attribute("data-status") for item in items] == ["completed", "completed"]
+    assert [item.find_element(By.CSS_SELECTOR, ".item-title").text for item in items] == [
+        f"{PLAYLIST_TITLE} ({n})" for n in (2, 3)
+    ]
+    items[0].find_element(By.CSS_SELECTOR, "a.video").click()
+    assert ffprobe(saved_file(browser.downloads))["streams"]
+    # Only the playlist is a row of the list; its items are inside it.
+    assert browser.execute_script("return document.querySelectorAll('#task-list > li.task').length") == 1
+
+    # A slow playlist, cancelled from its row while it downloads: every item ends cancelled.
+    slow = submit(browser, media_server.url("/playlist/3.html?src=/slow/noise.mp4"), extract_audio=False)
+    row = browser.find_element(By.CSS_SELECTOR, f'li.task[data-task-id="{slow}"]')
+    wait(browser, lambda d: not row.find_element(By.CSS_SELECTOR, ".items").get_attribute("hidden"))
+    row.find_element(By.CSS_SELECTOR, ".items summary").click()
+    wait(browser, lambda d: row.find_elements(By.CSS_SELECTOR, 'li.item[data-status="downloading"]'))
+    row.find_element(By.CSS_SELECTOR, ".remove").click()
+    alert = browser.switch_to.alert
+    assert "all its items" in alert.text
+    alert.accept()
+    watch(browser, slow, lambda state: state["status"] == "cancelled")
+    wait(
+        browser,
+        lambda d: (
+            {i.get_attribute("data-status") for i in row.find_elements(By.CSS_SELECTOR, "li.item")} == {"cancelled"}
+        ),
+    )

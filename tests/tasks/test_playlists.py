@@ -35,6 +35,7 @@ async def test_a_playlist_becomes_a_parent_of_its_items(client, media_server):
     # The list shows the playlist, not its items.
     listing = await (await client.get("/api/tasks")).json()
     assert [task["task_id"] for task in listing["tasks"]] == [parent_id]
+    assert listing["total"] == 1 and listing["counts"]["completed"] == 1
 
 
 async def test_a_single_video_stays_one_task(client, media_server):

@@ -241,7 +241,7 @@ async def list_tasks(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_parameter", "a playlist's items are paged with offset, not before")
     store = request.app[STORE]
     if query.parent_id is None:
-        counts = await store.counts()
+        counts = await store.counts(top_level=True)
     else:
         counts = await _item_counts(request, query.parent_id)
     # One row more tells whether a next page exists. Top-level tasks: keyset paging, `before` is the

@@ -77,6 +77,8 @@ export function setupForm(openapi, onSubmitted) {
   $("keep_video").addEventListener("change", videoControls);
   $("subtitles").addEventListener("input", videoControls);
   videoControls();
+  const maxItems = (schema.max_items.anyOf ?? []).map((s) => resolve(openapi, s)).find((s) => s.maximum);
+  Object.assign($("max_items"), { min: maxItems?.minimum ?? 1, max: maxItems?.maximum ?? "" });
   const cookiesLimit = (schema.cookies.anyOf ?? []).map((s) => resolve(openapi, s).maxLength).find(Boolean);
 
   function clearErrors() {
@@ -144,6 +146,10 @@ export function setupForm(openapi, onSubmitted) {
     if (!$("container").disabled && $("container").value !== schema.container.default) {
       body.container = $("container").value;
     }
+    // Sent as typed: the API says what is wrong with them (a number field's value is "" when not a number).
+    const items = $("playlist_items").value.trim();
+    if (items) body.playlist_items = items;
+    if ($("max_items").value) body.max_items = /^[0-9]+$/.test($("max_items").value) ? Number($("max_items").value) : $("max_items").value;
     // The cookies go from the file into the request only, never onto the page; the API checks them.
     const file = $("cookies").files[0];
     if (file) {

@@ -45,7 +45,8 @@ export async function* parse(body, onRetry) {
   }
 }
 
-// Follows a task until it ends: onTask(task, kind) per event; onState("live" | "reconnecting" |
+// Follows a task until it ends: onTask(task, kind) per event (kind "item": a playlist's item whose
+// status changed); onState("live" | "reconnecting" |
 // "ended" | "refused"). Returns a function that stops following.
 export function follow(taskId, { onTask, onState }) {
   const controller = new AbortController();
@@ -64,7 +65,8 @@ export function follow(taskId, { onTask, onState }) {
           const task = JSON.parse(message.data);
           onTask(task, message.event);
           // The API sets completed_at when a task ends, whatever the outcome: the stream is done.
-          if (task.completed_at) {
+          // (An `item` event is one of a playlist's items, not the followed task.)
+          if (message.event !== "item" && task.completed_at) {
             onState("ended");
             return;
           }

@@ -60,7 +60,12 @@ class Row {
       audio: find(".audio"),
       extras: find(".extras"),
       remove: find(".remove"),
+      items: find(".items"),
+      itemSummary: find(".items summary"),
+      itemList: find(".item-list"),
     });
+    this.itemRows = new Map();
+    this.items.addEventListener("toggle", () => this.items.open && this.loadItems());
     this.extrasShown = "";
     for (const link of [this.video, this.audio]) link.addEventListener("click", (event) => this.save(event, link));
     this.remove.addEventListener("click", () => this.delete());
@@ -76,7 +81,7 @@ class Row {
     const element = this.element;
     if (first) element.dataset.taskId = task.task_id;
     attr(element, "data-status", task.status);
-    const title = task.video_info?.title || task.url;
+    const title = task.video_info?.title || task.playlist?.title || task.url;
     set(this.title, title);
     set(this.url, title === task.url ? "" : task.url);
     set(this.status, task.status);
@@ -99,6 +104,52 @@ class Row {
     const removable = this.active || task.files.items.length > 0 || Boolean(task.files.video || task.files.audio);
     if (this.remove.hidden === removable) this.remove.hidden = !removable;
     attr(this.remove, "aria-label", `${this.active ? "Cancel" : "Delete"} ${title}`);
+    this.showPlaylist(task.playlist);
+  }
+
+  // A playlist: its items, listed when the row is opened and refreshed while it is open.
+  showPlaylist(playlist) {
+    if (this.items.hidden !== !playlist) this.items.hidden = !playlist;
+    if (!playlist) return;
+    const of = playlist.total && playlist.total !== playlist.items ? ` (of ${playlist.total} in the playlist)` : "";
+    set(this.itemSummary, `${playlist.items} items${of}`);
+    if (this.items.open) this.itemsChanged();
+  }
+
+  itemsChanged() {
+    clearTimeout(this.itemsReload);
+    this.itemsReload = setTimeout(() => this.loadItems(), 300);
+  }
+
+  async loadItems() {
+    try {
+      const page = await api(`/api/tasks?${new URLSearchParams({ parent_id: this.task.task_id, limit: 500 })}`);
+      const rows = page.tasks.map((item) => this.itemRow(item));
+      this.itemList.replaceChildren(...rows);
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 401)) set(this.message, `Items: ${error.message}`);
+    }
+  }
+
+  itemRow(item) {
+    let row = this.itemRows.get(item.task_id);
+    if (!row) {
+      row = this.list.itemTemplate.content.firstElementChild.cloneNode(true);
+      row.dataset.taskId = item.task_id;
+      for (const anchor of row.querySelectorAll("a")) anchor.addEventListener("click", (e) => this.save(e, anchor));
+      this.itemRows.set(item.task_id, row);
+    }
+    attr(row, "data-status", item.status);
+    set(row.querySelector(".item-title"), item.video_info?.title || item.url);
+    set(row.querySelector(".status"), item.error ? `${item.status}: ${item.error}` : item.status);
+    set(row.querySelector(".percent"), `${(item.progress ?? 0).toFixed(1)} %`);
+    for (const kind of ["video", "audio"]) {
+      const anchor = row.querySelector(`.${kind}`);
+      const url = item.files[kind];
+      if (anchor.hidden !== !url) anchor.hidden = !url;
+      if (url && anchor.getAttribute("href") !== url) anchor.href = url;
+    }
+    return row;
   }
 
   link(anchor, label, url) {
@@ -146,7 +197,8 @@ class Row {
   }
 
   async delete() {
-    const what = this.active ? "Cancel this download and delete its files?" : "Delete the files of this task?";
+    const all = this.task.playlist ? " all its items and" : "";
+    const what = this.active ? `Cancel this download,${all} and delete its files?` : `Delete${all} the files of this task?`;
     if (!window.confirm(`${what}\n\n${this.title.textContent}`)) return;
     try {
       this.update(await api(`/api/tasks/${this.task.task_id}`, { method: "DELETE" }));
@@ -167,6 +219,10 @@ class Row {
   follow() {
     this.stop = follow(this.task.task_id, {
       onTask: (task, kind) => {
+        if (kind === "item") {
+          if (this.items.open) this.itemsChanged();
+          return;
+        }
         this.update(task);
         if (kind === "status") this.list.changed();
       },
@@ -197,6 +253,7 @@ export class TaskList {
     this.state = { status: "", limit: 50, offset: 0 };
     this.rows = new Map();
     this.template = $("task-row");
+    this.itemTemplate = $("item-row");
     this.list = $("task-list");
     this.rendered = false;
     // File sizes are asked for only when a link scrolls into view.
