@@ -67,17 +67,19 @@ def completed_files(files: list[NewFile]) -> tuple[str | None, str | None, list[
 
 def playlist_fields(parent: TaskRecord, items: list[dict[str, Any]], now: float) -> dict[str, Any]:
     """A playlist task's fields from its items summed up by status (ITEMS_BY_STATUS_SQL): counts,
-    progress (a finished item counts as 100), bytes, speed, and, once no item is active, its final
-    status: completed when any item completed, else failed when any failed, else cancelled."""
+    progress (the items' mean, a completed one counting 100), bytes, speed, and, once no item is
+    active, its final status: completed (100 %) when any item completed, else failed when any
+    failed, else cancelled."""
     counts = {status: 0 for status in STATUSES} | {row["status"]: int(row["n"]) for row in items}
     total_items = sum(counts.values())
     active = sum(counts[status] for status in ACTIVE)
-    finished = total_items - active
-    active_progress = sum(float(row["progress"] or 0) for row in items if row["status"] in ACTIVE)
+    progress = sum(
+        100.0 * int(row["n"]) if row["status"] == Status.COMPLETED else float(row["progress"] or 0) for row in items
+    )
     summary = ", ".join(f"{counts[status]} {status}" for status in STATUSES if counts[status])
     fields: dict[str, Any] = {
         "playlist": {**(parent["playlist"] or {}), "counts": counts},
-        "progress": round((100.0 * finished + active_progress) / total_items, 1) if total_items else 0.0,
+        "progress": round(progress / total_items, 1) if total_items else 0.0,
         "downloaded_bytes": sum(int(row["downloaded"] or 0) for row in items),
         "total_bytes": sum(int(row["total"]) for row in items if row["total"] is not None)
         if sum(int(row["sized"]) for row in items) == total_items
@@ -88,6 +90,8 @@ def playlist_fields(parent: TaskRecord, items: list[dict[str, Any]], now: float)
     if active == 0 and parent["status"] in ACTIVE:
         final = Status.COMPLETED if counts["completed"] else Status.FAILED if counts["failed"] else Status.CANCELLED
         fields |= {"status": final, "finished_at": now, "eta": None, "speed": None}
+        if final == Status.COMPLETED:
+            fields["progress"] = 100.0
         if final == Status.FAILED:
             fields["error"] = f"no item of the playlist completed ({summary})"
     return fields

@@ -516,8 +516,8 @@ class PostgresTaskStore(TaskStore):
 
 async def _insert(conn: Connection, task: NewTask, parent_id: str | None, now: float) -> None:
     await conn.execute(
-        "INSERT INTO tasks (id, url, options, dedupe_key, status, message, cookies, parent_id, created_at, updated_at)"
-        " VALUES (%s, %s, %s, %s, 'queued', %s, %s, %s, %s, %s)",
+        "INSERT INTO tasks (id, url, options, dedupe_key, status, message, cookies, video_info, parent_id, created_at,"
+        " updated_at) VALUES (%s, %s, %s, %s, 'queued', %s, %s, %s, %s, %s, %s)",
         (
             task["id"],
             task["url"],
@@ -525,6 +525,7 @@ async def _insert(conn: Connection, task: NewTask, parent_id: str | None, now: f
             task["dedupe_key"],
             task.get("message", ""),
             task.get("cookies"),
+            None if task.get("video_info") is None else Jsonb(task.get("video_info")),
             parent_id,
             now,
             now,

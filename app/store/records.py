@@ -5,7 +5,7 @@ types say which keys each one has.
 """
 
 import enum
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 
 class Status(enum.StrEnum):
@@ -87,6 +87,7 @@ class NewTask(TypedDict):
     dedupe_key: str
     message: str
     cookies: bytes | None
+    video_info: NotRequired[dict[str, Any] | None]  # a playlist's item: its title as the playlist names it
 
 
 class NewFile(TypedDict):

@@ -284,8 +284,8 @@ class SQLiteTaskStore(TaskStore):
 
     def _insert(self, task: NewTask, parent_id: str | None, now: float) -> None:
         self._db.execute(
-            "INSERT INTO tasks (id, url, options, dedupe_key, status, message, cookies, parent_id, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+            "INSERT INTO tasks (id, url, options, dedupe_key, status, message, cookies, video_info, parent_id,"
+            " created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
             (
                 task["id"],
                 task["url"],
@@ -293,6 +293,7 @@ class SQLiteTaskStore(TaskStore):
                 task["dedupe_key"],
                 task.get("message", ""),
                 task.get("cookies"),
+                None if task.get("video_info") is None else json.dumps(task.get("video_info")),
                 parent_id,
                 now,
                 now,

@@ -519,6 +519,7 @@ class Manager:
                     dedupe_key=key,
                     message="waiting for a free worker",
                     cookies=sealed,
+                    video_info={"title": item.title} if item.title else None,  # until the download tells more
                 )
             )
         summary = {

@@ -482,7 +482,8 @@ def test_a_playlist_is_one_row_that_opens_onto_its_items_and_cancels_them_all(br
     open_page(browser, service)
     unfold_options(browser)
     browser.find_element(By.ID, "playlist_items").send_keys("9-x")
-    submit(browser, media_server.url("/playlist/3.html"), extract_audio=False)  # the rejected try leaves no row
+    browser.find_element(By.ID, "url").send_keys(media_server.url("/playlist/3.html"))
+    browser.find_element(By.ID, "submit-button").click()
     wait(browser, lambda d: d.find_element(By.ID, "playlist_items-error").text.startswith("playlist_items must"))
     assert browser.find_element(By.ID, "playlist_items").get_attribute("aria-invalid") == "true"
     browser.find_element(By.ID, "playlist_items").clear()
@@ -497,20 +498,23 @@ def test_a_playlist_is_one_row_that_opens_onto_its_items_and_cancels_them_all(br
     wait(browser, lambda d: len(row.find_elements(By.CSS_SELECTOR, "li.item")) == 2)
     items = row.find_elements(By.CSS_SELECTOR, "li.item")
     assert [item.get_attribute("data-status") for item in items] == ["completed", "completed"]
-    assert [item.find_element(By.CSS_SELECTOR, ".item-title").text for item in items] == [
-        f"{PLAYLIST_TITLE} ({n})" for n in (2, 3)
-    ]
+    # Titled as the playlist names them until their download tells (here: the file's name).
+    assert [item.find_element(By.CSS_SELECTOR, ".item-title").text for item in items] == ["sample", "sample"]
     items[0].find_element(By.CSS_SELECTOR, "a.video").click()
     assert ffprobe(saved_file(browser.downloads))["streams"]
     # Only the playlist is a row of the list; its items are inside it.
     assert browser.execute_script("return document.querySelectorAll('#task-list > li.task').length") == 1
 
     # A slow playlist, cancelled from its row while it downloads: every item ends cancelled.
+    for name in ("playlist_items", "max_items"):  # the form keeps them: every item this time
+        browser.find_element(By.ID, name).clear()
     slow = submit(browser, media_server.url("/playlist/3.html?src=/slow/noise.mp4"), extract_audio=False)
     row = browser.find_element(By.CSS_SELECTOR, f'li.task[data-task-id="{slow}"]')
     wait(browser, lambda d: not row.find_element(By.CSS_SELECTOR, ".items").get_attribute("hidden"))
     row.find_element(By.CSS_SELECTOR, ".items summary").click()
     wait(browser, lambda d: row.find_elements(By.CSS_SELECTOR, 'li.item[data-status="downloading"]'))
+    titles = [item.text for item in row.find_elements(By.CSS_SELECTOR, 'li.item[data-status="queued"] .item-title')]
+    assert titles and all(title.startswith(f"{PLAYLIST_TITLE} (") for title in titles), titles
     row.find_element(By.CSS_SELECTOR, ".remove").click()
     alert = browser.switch_to.alert
     assert "all its items" in alert.text

@@ -164,3 +164,27 @@ def test_kill_9_while_items_run_resumes_them_and_the_playlist_ends_once(service_
     assert parent["attempts"] == 1  # expanded once: a playlist is not requeued at a restart
     assert _items_in_store(restarted, parent_id) == 3
     restarted.stop()
+
+
+async def test_a_playlist_none_of_whose_items_completes_fails_saying_so(client, media_server):
+    parent_id = await submit(client, media_server.url("/playlist/2.html?src=/media/missing.mp4"), extract_audio=False)
+    parent = await wait_status(client, parent_id)
+    assert parent["status"] == "failed" and parent["playlist"]["counts"]["failed"] == 2, parent
+    assert parent["error"] == "no item of the playlist completed (2 failed)" and parent["progress"] < 100
+    items = (await items_of(client, parent_id))["tasks"]
+    assert all(item["status"] == "failed" and "404" in item["error"] for item in items), items
+
+
+async def test_the_playlists_callback_is_sent_once_when_its_last_item_ends(make_client, media_server):
+    client = await make_client(callback_secret="callback-secret-for-tests-0123456789")
+    mark = len(media_server.hook_bodies)
+    url = media_server.url("/playlist/3.html?hook=1")
+    parent_id = await submit(client, url, extract_audio=False, callback_url=media_server.url("/hook"))
+    assert (await wait_status(client, parent_id))["status"] == "completed"
+    deadline = time.monotonic() + 10
+    while len(media_server.hook_bodies) == mark and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # nothing more comes: the items have no callback of their own
+    bodies = [json.loads(body) for body in media_server.hook_bodies[mark:]]
+    assert [body["task_id"] for body in bodies] == [parent_id]
+    assert bodies[0]["playlist"]["counts"]["completed"] == 3 and bodies[0]["progress"] == 100
