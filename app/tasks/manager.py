@@ -206,7 +206,8 @@ class Manager:
         fields = {"status": "cancelled", "message": "cancelled", "finished_at": time.time(), "speed": None, "eta": None}
         if await self.store.update(task["id"], fields):
             log.info("task %s %s -> cancelled", task["id"], task["status"])
-            self.metrics.task_finished("cancelled")
+            if task["playlist"] is None:  # the metrics count downloads: a playlist's are its items
+                self.metrics.task_finished("cancelled")
 
     async def shutdown(self) -> None:
         """Kill all workers and leave their tasks queued, to resume on the next start."""

@@ -212,6 +212,7 @@ class MediaServer:
     /playlist/<n>.html?src=<path>&delay=<s>
                                   a playlist: a page of n <video>s, item k at <path>?item=k (default
                                   /media/sample.mp4), answered after delay seconds (default 0)
+    /feed/<n>.xml                 an RSS feed (a podcast, a channel) of n items with sample.mp4?item=k enclosures
     """
 
     def __init__(self, folder: Path, host: str = "127.0.0.1", port: int = 0):
@@ -251,6 +252,7 @@ class MediaServer:
         application.router.add_get("/page-chapters.html", self._page_chapters)
         application.router.add_get("/cookie/{name:.+}", self._cookie_only)
         application.router.add_get("/playlist/{count:[0-9]+}.html", self._playlist)
+        application.router.add_get("/feed/{count:[0-9]+}.xml", self._feed)
         application.router.add_post("/hook", self._hook)
         application.router.add_static("/media", self.folder)
         self._runner = web.AppRunner(application, access_log=None)
@@ -313,6 +315,20 @@ class MediaServer:
         )
         body = f"<!DOCTYPE html><html><head><title>{PLAYLIST_TITLE}</title></head><body>{videos}</body></html>"
         return web.Response(text=body, content_type="text/html")
+
+    async def _feed(self, request):
+        base = f"http://{request.host}"
+        items = "".join(
+            f"<item><title>Episode {item}</title><link>{base}/episode/{item}</link>"
+            f'<enclosure url="{base}/media/sample.mp4?item={item}" type="video/mp4" length="1"/></item>'
+            for item in range(1, int(request.match_info["count"]) + 1)
+        )
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel>'
+            f"<title>{PLAYLIST_TITLE} feed</title><link>{base}/</link><description>feed</description>{items}"
+            "</channel></rss>"
+        )
+        return web.Response(text=body, content_type="application/rss+xml")
 
     async def _hook(self, request):
         self.hook_bodies.append(await request.read())

@@ -188,3 +188,12 @@ async def test_the_playlists_callback_is_sent_once_when_its_last_item_ends(make_
     bodies = [json.loads(body) for body in media_server.hook_bodies[mark:]]
     assert [body["task_id"] for body in bodies] == [parent_id]
     assert bodies[0]["playlist"]["counts"]["completed"] == 3 and bodies[0]["progress"] == 100
+
+
+async def test_an_rss_feed_is_a_playlist_of_its_enclosures(client, media_server):
+    parent_id = await submit(client, media_server.url("/feed/3.xml"), extract_audio=False, playlist_items="-2:")
+    parent = await wait_status(client, parent_id)
+    assert parent["status"] == "completed" and parent["playlist"]["title"] == f"{PLAYLIST_TITLE} feed", parent
+    items = (await items_of(client, parent_id))["tasks"]
+    assert [item["url"].rsplit("=", 1)[1] for item in items] == ["2", "3"]  # the last two
+    assert all(item["files"]["video"] for item in items)
