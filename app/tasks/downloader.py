@@ -25,7 +25,7 @@ import yt_dlp.networking._urllib
 import yt_dlp.postprocessor
 import yt_dlp.postprocessor.ffmpeg
 from yt_dlp.networking.exceptions import CertificateVerifyError, HTTPError, TransportError
-from yt_dlp.utils import DownloadError
+from yt_dlp.utils import DownloadError, ExtractorError, ReExtractInfo
 
 from app.store.records import FileKind
 from app.tasks import address_guard, media, media_keys
@@ -356,7 +356,13 @@ def _download_or_list(ydl: yt_dlp.YoutubeDL, spec: RunSpec, params: dict[str, An
     entries that are links to other pages are not opened), without downloading any."""
     found = ydl.extract_info(spec.url, download=False, process=False)
     if not _is_playlist(found):
-        return ydl.process_ie_result(found, download=True)
+        try:
+            return ydl.process_ie_result(found, download=True)
+        except ReExtractInfo:  # what was read went stale: read again, as yt-dlp's --load-info-json does
+            return ydl.extract_info(spec.url, download=True)
+        except ExtractorError as exc:  # extract_info() reports these as a DownloadError: the same here
+            ydl.report_error(str(exc), exc.format_traceback())
+            raise
     wanted = spec.options.playlist_items or f"1-{spec.max_items}"
     with yt_dlp.YoutubeDL({**params, "extract_flat": "in_playlist", "playlist_items": wanted}) as lister:
         return lister.process_ie_result(found, download=False)

@@ -5,6 +5,8 @@ import json
 import os
 import time
 
+import pytest
+
 from tests.support.helpers import FINAL, submit, wait_status, worker_pids
 from tests.support.mediaserver import PLAYLIST_TITLE
 
@@ -197,3 +199,26 @@ async def test_an_rss_feed_is_a_playlist_of_its_enclosures(client, media_server)
     items = (await items_of(client, parent_id))["tasks"]
     assert [item["url"].rsplit("=", 1)[1] for item in items] == ["2", "3"]  # the last two
     assert all(item["files"]["video"] for item in items)
+
+
+def test_a_video_read_as_a_possible_playlist_fails_with_ytdlps_message(media_server, tmp_path, monkeypatch):
+    # Reading the URL once to see whether it is a playlist, then downloading what was read, must
+    # report yt-dlp's errors as its one-step extract_info() did: a clean task error, not an internal one.
+    from app.tasks import downloader
+    from app.tasks.messages import DownloadOptions, RunSpec
+
+    monkeypatch.setattr(downloader, "_format_selector", lambda *args: "bv*[height>100000]")
+    spec = RunSpec(
+        task_id="a" * 32,
+        url=media_server.url("/media/sample.mp4?format=none"),
+        options=DownloadOptions("best", True, False, "mp3", "192"),
+        task_dir=str(tmp_path / "task"),
+        max_filesize=2**30,
+        allow_networks=(),
+        log_level="INFO",
+        download_attempts=1,
+        retry_delay_s=0,
+        max_items=10,
+    )
+    with pytest.raises(downloader.TaskError, match="Requested format is not available"):
+        downloader.download(spec, lambda report: None)
