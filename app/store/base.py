@@ -201,6 +201,18 @@ class TaskStore(abc.ABC):
             await self.changed([parent_id, *(item["id"] for item in items)])
         return expanded
 
+    async def settle_playlists(self) -> None:
+        """Sum up every playlist still running none of whose items is active: the service stopped, or
+        the database went away, between its last item's final write and the sum-up that follows it."""
+        sql = (
+            "SELECT id FROM tasks WHERE status IN ('downloading', 'processing') AND playlist IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM tasks AS item WHERE item.parent_id = tasks.id"
+            " AND item.status IN ('queued', 'downloading', 'processing'))"
+        )
+        for row in await self._rows(sql):
+            if await self._sum_up_playlist(row["id"]):
+                await self.changed([row["id"]])
+
     async def complete(self, task_id: str, files: list[NewFile]) -> bool:
         """Record the task's files and mark it completed in one step, if it is still running and
         this node owns it. The files belong to the task's owner node."""

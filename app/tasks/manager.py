@@ -272,6 +272,8 @@ class Manager:
                 break
             task = await self.store.claim_next()
             if task is None:
+                # Nothing left to start: the moment to catch up a playlist whose end was not summed up.
+                await self.store.settle_playlists()
                 break
             if task["attempts"] > MAX_ATTEMPTS:
                 await self._fail(task["id"], f"gave up after {MAX_ATTEMPTS} attempts that did not finish")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.support.helpers import FINAL, submit, wait_status, worker_pids
+from tests.support.helpers import FINAL, make_settings, submit, wait_status, worker_pids
 from tests.support.mediaserver import PLAYLIST_TITLE
 
 
@@ -222,3 +222,22 @@ def test_a_video_read_as_a_possible_playlist_fails_with_ytdlps_message(media_ser
     )
     with pytest.raises(downloader.TaskError, match="Requested format is not available"):
         downloader.download(spec, lambda report: None)
+
+
+async def test_a_playlist_whose_last_item_ended_unsummed_settles_when_the_service_runs_again(make_client, tmp_path):
+    # The service died (or the database went away) between the last item's final write and the sum-up
+    # of its playlist: nothing would ever sum it up again, and the playlist stayed downloading for good.
+    from tests.tasks.test_reconcile import open_store, running_task
+
+    settings = make_settings(tmp_path)
+    store = await open_store(settings)
+    parent_id = await running_task(store, "http://127.0.0.1/playlist.html")
+    item = {"id": "c" * 32, "url": "http://127.0.0.1/v.mp4", "options": {}, "dedupe_key": "i", "message": ""}
+    assert await store.expand(parent_id, {"title": "t", "total": 1, "items": 1, "skipped": 0}, [item], 100)
+    await store._update(item["id"], {"status": "failed", "error": "gone"}, ("queued",), owned=False)  # untold
+    assert (await store.get(parent_id))["status"] == "downloading"
+    await store.close()
+
+    client = await make_client()
+    parent = await wait_status(client, parent_id, timeout=10)
+    assert parent["status"] == "failed" and parent["playlist"]["counts"]["failed"] == 1, parent
