@@ -1,5 +1,6 @@
 """`python -m app` runs the service; `python -m app --dev` restarts it when its code changes;
-`python -m app backup` and `python -m app restore` back up and restore a single host's task store."""
+`python -m app backup` and `python -m app restore` back up and restore a single host's task store;
+`python -m app tenants` edits the users of the tenants file."""
 
 import argparse
 import asyncio
@@ -7,6 +8,7 @@ import gc
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -17,11 +19,13 @@ from pathlib import Path
 from aiohttp import web
 
 from app.api.application import create_app
-from app.api.keys import MANAGER
+from app.api.keys import DIRECTORY, MANAGER
 from app.api.protocol_errors import AppRunner
 from app.settings import ConfigError, Settings, load_settings
 from app.store import backup
 from app.store.base import StoreConnectError
+from app.tenants import cli as tenants_cli
+from app.tenants.tenants_file import TenantsFileError
 from app.tls import reload_certificate, server_context
 
 SHUTDOWN_TIMEOUT_S = 3.0
@@ -41,6 +45,13 @@ def _exit_now(application: web.Application) -> None:
     os._exit(1)
 
 
+def _reload(application: web.Application, tls: ssl.SSLContext | None, settings: Settings) -> None:
+    """SIGHUP: a renewed certificate, and the tenants file, are read again without a restart."""
+    if tls is not None:
+        reload_certificate(tls, settings)
+    application[DIRECTORY].reload("SIGHUP")
+
+
 async def serve(settings: Settings) -> None:
     tls = server_context(settings)
     application = create_app(settings)
@@ -56,8 +67,7 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    if tls is not None:
-        loop.add_signal_handler(signal.SIGHUP, reload_certificate, tls, settings)
+    loop.add_signal_handler(signal.SIGHUP, _reload, application, tls, settings)
     await stop.wait()
     log.info("stopping: no new requests, workers stopped, their tasks resume on next start")
     # The stop is bounded here, not by a supervisor's timeout: a daemon thread, so it still fires
@@ -120,12 +130,13 @@ def _time_with_offset(text: str) -> datetime:
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m app", description="video-download-api service")
     parser.add_argument("--dev", action="store_true", help="restart automatically when the code changes")
-    commands = parser.add_subparsers(dest="command", metavar="{backup,restore}")
+    commands = parser.add_subparsers(dest="command", metavar="{backup,restore,tenants}")
     commands.add_parser("backup", help="back up the SQLite task store online, then prune old backups")
     restore = commands.add_parser("restore", help="put a SQLite backup back, with the service stopped")
     which = restore.add_mutually_exclusive_group()
     which.add_argument("--at", type=_time_with_offset, help="the newest backup taken at or before this time")
     which.add_argument("file", nargs="?", type=Path, help="this backup file (default: the newest backup)")
+    tenants_cli.add_parser(commands)
     return parser.parse_args()
 
 
@@ -148,6 +159,8 @@ def _backup_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def main() -> int:
     args = _arguments()
+    if args.command == "tenants":  # edits a file: needs no settings
+        return tenants_cli.run(args)
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -163,6 +176,9 @@ def main() -> int:
     os.makedirs(settings.data_dir, exist_ok=True)
     try:
         asyncio.run(serve(settings))
+    except TenantsFileError as exc:
+        log.error("configuration error: %s", exc)
+        return 2
     except (OSError, StoreConnectError) as exc:
         log.error("cannot start: %s", exc)  # StoreConnectError names the database without its password
         return 1

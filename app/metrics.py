@@ -54,6 +54,16 @@ class Metrics:
         self.extract_seconds = _Histogram(DURATION_BUCKETS)
         self.http_requests: dict[tuple[str, str, int], int] = {}
         self.http_seconds: dict[tuple[str, str], _Histogram] = {}
+        # By user name: only names of the tenants file reach here (tokens are checked first), so
+        # the label values are bounded by the file.
+        self.user_tasks: dict[str, int] = {}
+        self.user_refusals: dict[str, int] = {}
+
+    def user_submitted(self, user: str) -> None:
+        self.user_tasks[user] = self.user_tasks.get(user, 0) + 1
+
+    def user_refused(self, user: str) -> None:
+        self.user_refusals[user] = self.user_refusals.get(user, 0) + 1
 
     def task_finished(
         self, status: str, downloaded_bytes: int = 0, download_s: float | None = None, extract_s: float | None = None
@@ -86,10 +96,12 @@ class Metrics:
         used_bytes: int | None,
         free_bytes: int,
         last_backup: float | None = None,
+        user_bytes: dict[str, int] | None = None,
     ) -> web.Response:
-        """counts, occupancy and used_bytes are None while the task database cannot be reached: their
-        families are left out, and video_api_database_up says 0. last_backup: when the newest SQLite
-        backup was taken (0: none yet), None on PostgreSQL, whose backups pgBackRest reports."""
+        """counts, occupancy, used_bytes and user_bytes are None while the task database cannot be
+        reached: their families are left out, and video_api_database_up says 0. last_backup: when the
+        newest SQLite backup was taken (0: none yet), None on PostgreSQL, whose backups pgBackRest
+        reports. user_bytes: bytes of each user's files, every user of the tenants file present."""
         from prometheus_client import generate_latest
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
         from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -121,6 +133,25 @@ class Metrics:
                 ),
                 GaugeMetricFamily("video_api_media_used_bytes", "Bytes of the media files kept.", used_bytes),
             ]
+        if from_database and user_bytes is not None:
+            by_user = GaugeMetricFamily(
+                "video_api_user_media_bytes", "Bytes of each user's files kept, on every host.", labels=["user"]
+            )
+            for user, used in sorted(user_bytes.items()):
+                by_user.add_metric([user], used)
+            from_database.append(by_user)
+        user_tasks = CounterMetricFamily(
+            "video_api_user_tasks", "Tasks each user asked for through this node.", labels=["user"]
+        )
+        for user, n in sorted(self.user_tasks.items()):
+            user_tasks.add_metric([user], n)
+        user_refusals = CounterMetricFamily(
+            "video_api_user_refusals",
+            "New tasks refused by this node because the user was at one of its limits.",
+            labels=["user"],
+        )
+        for user, n in sorted(self.user_refusals.items()):
+            user_refusals.add_metric([user], n)
         build_info = GaugeMetricFamily(
             "video_api_build_info", "Always 1: the service's version and this node's name.", labels=["version", "node"]
         )
@@ -185,6 +216,8 @@ class Metrics:
             ),
             requests,
             latency,
+            user_tasks,
+            user_refusals,
         ]
         if last_backup is not None:
             families.append(

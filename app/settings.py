@@ -167,6 +167,13 @@ class Settings:
         secret=True,
         file=True,
     )
+    tenants_file: str = setting(
+        "VIDEO_API_TENANTS_FILE",
+        "",
+        "TOML file of named users, each with a role (`admin` or `user`), the SHA-256 digest of its token and"
+        " optional limits (see Users and quotas); re-read on SIGHUP and when it changes. The tokens above are"
+        " admins beside them. Empty: those tokens only.",
+    )
     callback_secret: str = setting(
         "VIDEO_API_CALLBACK_SECRET",
         "",

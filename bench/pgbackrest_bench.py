@@ -211,7 +211,12 @@ async def submissions(url: str, rate: int, seconds: float) -> tuple[int, float]:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             task_id = uuid.uuid4().hex
             new = NewTask(
-                id=task_id, url=f"https://videos.example.com/{task_id}", options=options, dedupe_key=task_id, message=""
+                id=task_id,
+                url=f"https://videos.example.com/{task_id}",
+                options=options,
+                dedupe_key=task_id,
+                message="",
+                tenant="admin",
             )
             await store.create(new, 10**9)
             done += 1

@@ -13,6 +13,7 @@ from app.api.contract import MAX_READ_BYTES, encode
 from app.api.keys import (
     CALLBACKS,
     CLUSTER,
+    DIRECTORY,
     EVENTS,
     MANAGER,
     METRICS,
@@ -20,7 +21,6 @@ from app.api.keys import (
     RETENTION,
     SETTINGS,
     STORE,
-    TOKEN_DIGESTS,
 )
 from app.api.routes import add_routes
 from app.api.serializers import task_view
@@ -32,6 +32,7 @@ from app.tasks.callbacks import Callbacks
 from app.tasks.events import EventHub
 from app.tasks.manager import Manager
 from app.tasks.retention import Retention
+from app.tenants.directory import Directory
 
 if TYPE_CHECKING:
     from app.cluster.cluster import Cluster
@@ -54,7 +55,7 @@ async def _services(application: web.Application) -> AsyncIterator[None]:
     settings, hub = application[SETTINGS], application[EVENTS]
     store, cluster = await open_store(settings)
     store.observe(hub.publish_changes)
-    retention = Retention(settings, store)
+    retention = Retention(settings, store, application[DIRECTORY].storage_limits)
     manager = Manager(
         settings, store, application[METRICS], retention, None if cluster is None else cluster.claim_poll_s
     )
@@ -67,10 +68,13 @@ async def _services(application: web.Application) -> AsyncIterator[None]:
     if cluster is not None:
         application[CLUSTER] = cluster
         await cluster.start(manager, hub)
-    background = asyncio.create_task(retention.run_periodically())
+    background = [asyncio.create_task(retention.run_periodically())]
+    if application[DIRECTORY].path is not None:
+        background.append(asyncio.create_task(application[DIRECTORY].watch()))
     await manager.start()
     yield
-    background.cancel()
+    for task in background:
+        task.cancel()
     if cluster is not None:
         await cluster.stop()
     await manager.shutdown()
@@ -85,13 +89,15 @@ async def _end_event_streams(application: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
+    """Raises TenantsFileError when the tenants file cannot be used."""
+    directory = Directory(settings)
     # CORS and token checks are left out of the chain when not configured: every request would
     # pay for them, and without settings they do nothing.
     chain = [middlewares.count_requests]
     if settings.cors_origins:
         chain.append(middlewares.cors)
     chain.append(middlewares.json_errors)
-    if settings.tokens:
+    if directory.required:
         chain.append(middlewares.require_token)
     application = web.Application(middlewares=chain, client_max_size=MAX_READ_BYTES)
     application[SETTINGS] = settings
@@ -103,7 +109,7 @@ def create_app(settings: Settings) -> web.Application:
     application.on_response_prepare.append(middlewares.served_by)
     if settings.rate_per_minute > 0:
         application[RATE_LIMITER] = ratelimit.RateLimiter(settings.rate_per_minute, settings.rate_burst)
-    application[TOKEN_DIGESTS] = tuple(middlewares.token_digest(token.encode()) for token in settings.tokens)
+    application[DIRECTORY] = directory
     add_routes(application)
     webpage.setup(application)
     application.cleanup_ctx.append(_services)

@@ -301,6 +301,7 @@ class TaskView(msgspec.Struct):
     video_info: dict[str, Any] | None
     files: Files
     error: str | None
+    owner: Annotated[str, Meta(description="The user who asked for it (`admin` without a tenants file).")]
     parent_id: Annotated[str | None, Meta(description="The playlist this task is an item of.")] = None
     playlist: Annotated[
         PlaylistView | None,
@@ -309,6 +310,21 @@ class TaskView(msgspec.Struct):
             " bytes are then those of all its items."
         ),
     ] = None
+
+
+class Me(msgspec.Struct):
+    """Who the token is, what it may do, and how much of its limits it uses."""
+
+    name: str
+    role: Annotated[
+        Literal["admin", "user"], Meta(description="admin: every user's tasks, storage; user: its own tasks only.")
+    ]
+    limits: Annotated[
+        dict[str, int | None],
+        Meta(description="max_active_tasks, max_storage_mb, submissions_per_minute; null: no limit."),
+    ]
+    active_tasks: Annotated[int, Meta(description="Its tasks queued or running (a playlist counts once).")]
+    storage_bytes: Annotated[int, Meta(description="Bytes of its files kept, on every host.")]
 
 
 class Accepted(msgspec.Struct):

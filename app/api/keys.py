@@ -12,6 +12,8 @@ from app.tasks.callbacks import Callbacks
 from app.tasks.events import EventHub
 from app.tasks.manager import Manager
 from app.tasks.retention import Retention
+from app.tenants.directory import Directory
+from app.tenants.tenants_file import Tenant
 
 if TYPE_CHECKING:  # a single host never imports the cluster (nor the PostgreSQL driver)
     from app.cluster.cluster import Cluster
@@ -24,6 +26,8 @@ RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 METRICS = web.AppKey("metrics", Metrics)
 EVENTS = web.AppKey("events", EventHub)
 CALLBACKS = web.AppKey("callbacks", Callbacks)
-TOKEN_DIGESTS = web.AppKey("token_digests", tuple)
+DIRECTORY = web.AppKey("directory", Directory)
+# Who sent the request: set by the token check (app/api/middlewares.py); the admin without tokens.
+TENANT = web.RequestKey("tenant", Tenant)
 # Several hosts only: absent on a single host.
 CLUSTER: web.AppKey["Cluster"] = web.AppKey("cluster")

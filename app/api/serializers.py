@@ -35,6 +35,7 @@ def task_view(task: TaskRecord) -> TaskView:
         video_info=task["video_info"],
         files=_files(task),
         error=task["error"],
+        owner=task["tenant"],
         parent_id=task["parent_id"],
         playlist=_playlist(task),
     )

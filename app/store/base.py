@@ -11,6 +11,7 @@ observers (events, the cluster's announcements) which tasks changed.
 """
 
 import abc
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -50,6 +51,11 @@ ITEMS_BY_STATUS_SQL = (
     " SUM(total_bytes) AS total, COUNT(total_bytes) AS sized, SUM(speed) AS speed FROM tasks WHERE parent_id = {mark}"
     " GROUP BY status"
 )
+# A user's tasks that count against its limits: top-level ones (a playlist counts once, not its items).
+_TENANT_TASKS = "FROM tasks WHERE tenant = {mark} AND parent_id IS NULL"
+# The window of a user's submissions_per_minute, and when a user at its active-task limit should try again.
+RATE_WINDOW_S = 60.0
+ACTIVE_LIMIT_RETRY_AFTER_S = 30
 # Rows of the next page start below this seq when no cursor is given.
 _NO_CURSOR = 2**63 - 1
 
@@ -95,6 +101,58 @@ def playlist_fields(parent: TaskRecord, items: list[dict[str, Any]], now: float)
         if final == Status.FAILED:
             fields["error"] = f"no item of the playlist completed ({summary})"
     return fields
+
+
+class Limits(NamedTuple):
+    """A user's limits that create() enforces in the task store, so they hold across hosts (None: no limit)."""
+
+    tenant: str
+    max_active: int | None = None
+    per_minute: int | None = None
+
+
+class QuotaExceededError(Exception):
+    """The user is at one of its limits; the message names the limit, retry_after says when to try again."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+Row = dict[str, Any]
+QuotaQuery = tuple[str, tuple[Any, ...], Callable[[Row], None]]
+
+
+def quota_queries(limits: Limits, now: float) -> list[QuotaQuery]:
+    """What create() asks the database, inside its transaction, to enforce limits: each query's SQL
+    ({mark}: the driver's), its parameters, and a check of its one row that raises QuotaExceededError."""
+    tenant, queries = limits.tenant, list[QuotaQuery]()
+    if (max_active := limits.max_active) is not None:
+
+        def active(row: Row) -> None:
+            if int(row["n"]) >= max_active:
+                raise QuotaExceededError(
+                    f"{tenant} has {row['n']} tasks queued or running, its limit (max_active_tasks = {max_active});"
+                    " try again when one has ended",
+                    ACTIVE_LIMIT_RETRY_AFTER_S,
+                )
+
+        sql = f"SELECT COUNT(*) AS n {_TENANT_TASKS} AND status IN ('queued', 'downloading', 'processing')"
+        queries.append((sql, (tenant,), active))
+    if (per_minute := limits.per_minute) is not None:
+
+        def recent(row: Row) -> None:
+            if int(row["n"]) >= per_minute:
+                wait = max(1, math.ceil(float(row["oldest"]) + RATE_WINDOW_S - now))
+                raise QuotaExceededError(
+                    f"{tenant} asked for {row['n']} new tasks within {RATE_WINDOW_S:g} s, its limit"
+                    f" (submissions_per_minute = {per_minute}); try again in {wait} s",
+                    wait,
+                )
+
+        sql = f"SELECT COUNT(*) AS n, MIN(created_at) AS oldest {_TENANT_TASKS} AND created_at > {{mark}}"
+        queries.append((sql, (tenant, now - RATE_WINDOW_S), recent))
+    return queries
 
 
 class Occupancy(NamedTuple):
@@ -151,12 +209,13 @@ class TaskStore(abc.ABC):
 
     # Changes, each told to the observers.
 
-    async def create(self, task: NewTask, queue_limit: int) -> tuple[TaskRecord, bool]:
+    async def create(self, task: NewTask, queue_limit: int, limits: Limits | None = None) -> tuple[TaskRecord, bool]:
         """Insert a queued task, or return the active task with the same dedupe_key.
 
-        Returns (task, created). Raises QueueFullError when queue_limit tasks already wait.
+        Returns (task, created). Raises QueueFullError when queue_limit tasks already wait, and
+        QuotaExceededError when a new task would pass one of the user's limits.
         """
-        created, is_new = await self._create(task, queue_limit)
+        created, is_new = await self._create(task, queue_limit, limits or Limits(task["tenant"]))
         if is_new:
             await self._tell([created])
         return created, is_new
@@ -228,7 +287,7 @@ class TaskStore(abc.ABC):
         return task_ids
 
     @abc.abstractmethod
-    async def _create(self, task: NewTask, queue_limit: int) -> tuple[TaskRecord, bool]: ...
+    async def _create(self, task: NewTask, queue_limit: int, limits: Limits) -> tuple[TaskRecord, bool]: ...
 
     @abc.abstractmethod
     async def _claim_next(self) -> TaskRecord | None: ...
@@ -263,13 +322,23 @@ class TaskStore(abc.ABC):
         return rows[0] if rows else None  # type: ignore[return-value]
 
     async def page(
-        self, status: str | None, limit: int, offset: int, before: int | None = None, parent_id: str | None = None
+        self,
+        status: str | None,
+        limit: int,
+        offset: int,
+        before: int | None = None,
+        parent_id: str | None = None,
+        tenant: str | None = None,
     ) -> list[TaskRecord]:
-        """Tasks that are no playlist's items, newest first; with before, only tasks older than the
-        task whose seq it is. With parent_id: that playlist's items, in the playlist's order."""
+        """Tasks that are no playlist's items (with tenant: that user's), newest first; with before,
+        only tasks older than the task whose seq it is. With parent_id: that playlist's items, in the
+        playlist's order."""
         mark = self.MARK
         conditions = [f"seq < {mark}"]
         params: list[int | str] = [_NO_CURSOR if before is None else before]
+        if tenant is not None:
+            conditions.append(f"tenant = {mark}")
+            params.append(tenant)
         if parent_id is None:
             conditions.append("parent_id IS NULL")
         else:
@@ -289,6 +358,29 @@ class TaskStore(abc.ABC):
         return {
             status: counted.get(status, 0) - (counted.get(f"{items}{status}", 0) if items else 0) for status in STATUSES
         }
+
+    async def counts_of(self, tenant: str) -> dict[str, int]:
+        """A user's tasks by status, its playlists' items not counted."""
+        rows = await self._rows(
+            f"SELECT status, COUNT(*) AS n {_TENANT_TASKS} GROUP BY status".format(mark=self.MARK), (tenant,)
+        )
+        return dict.fromkeys(STATUSES, 0) | {row["status"]: int(row["n"]) for row in rows}
+
+    async def tenant_usage(self, tenant: str) -> tuple[int, int]:
+        """A user's (tasks queued or running, bytes of its files on every host)."""
+        mark = self.MARK
+        sql = (
+            f"SELECT (SELECT COUNT(*) {_TENANT_TASKS.format(mark=mark)} AND status IN ('queued', 'downloading',"
+            f" 'processing')) AS active, (SELECT COALESCE(SUM(size), 0) FROM files WHERE tenant = {mark}"
+            " AND removed_at IS NULL) AS used"
+        )
+        row = (await self._rows(sql, (tenant, tenant)))[0]
+        return int(row["active"]), int(row["used"])
+
+    async def bytes_by_tenant(self) -> dict[str, int]:
+        """Bytes of every user's files not yet removed, on every host."""
+        sql = "SELECT tenant, SUM(size) AS used FROM files WHERE removed_at IS NULL GROUP BY tenant"
+        return {row["tenant"]: int(row["used"]) for row in await self._rows(sql)}
 
     @abc.abstractmethod
     async def counters(self) -> dict[str, int]:
@@ -313,15 +405,15 @@ class TaskStore(abc.ABC):
         rows = await self._rows(f"SELECT * FROM files WHERE id = {self.MARK}", (file_id,))
         return rows[0] if rows else None  # type: ignore[return-value]
 
-    async def reusable(self, media_key: str) -> list[TaskRecord]:
-        """Completed tasks of this video (newest first) none of whose files has been removed."""
+    async def reusable(self, media_key: str, tenant: str) -> list[TaskRecord]:
+        """The user's completed tasks of this video (newest first) none of whose files has been removed."""
         mark = self.MARK
         sql = (
-            f"SELECT * FROM tasks WHERE media_key = {mark} AND status = 'completed' AND NOT EXISTS"
+            f"SELECT * FROM tasks WHERE media_key = {mark} AND status = 'completed' AND tenant = {mark} AND NOT EXISTS"
             " (SELECT 1 FROM files WHERE files.task_id = tasks.id AND files.removed_at IS NOT NULL)"
             " ORDER BY seq DESC LIMIT 20"
         )
-        return await self._rows(sql, (media_key,))  # type: ignore[return-value]
+        return await self._rows(sql, (media_key, tenant))  # type: ignore[return-value]
 
     async def items_of(self, parent_id: str) -> list[TaskRecord]:
         """Every item of a playlist, in its order."""

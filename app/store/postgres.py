@@ -31,12 +31,14 @@ from app.store.base import (
     COMPLETED_SQL,
     ITEMS_BY_STATUS_SQL,
     JSON_COLUMNS,
+    Limits,
     QueueFullError,
     StoreConnectError,
     StoreUnavailableError,
     TaskStore,
     completed_files,
     playlist_fields,
+    quota_queries,
 )
 from app.store.records import NewFile, NewTask, TaskRecord
 
@@ -173,6 +175,16 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
+""",
+    # 4: users: every task and file belongs to a user (app/tenants/); those from before to the admin.
+    # Indexed for a user's list, counts, active tasks and submissions of the last minute.
+    """
+ALTER TABLE tasks ADD COLUMN tenant TEXT NOT NULL DEFAULT 'admin';
+ALTER TABLE files ADD COLUMN tenant TEXT NOT NULL DEFAULT 'admin';
+CREATE INDEX tasks_tenant_seq ON tasks (tenant, seq) WHERE parent_id IS NULL;
+CREATE INDEX tasks_tenant_status ON tasks (tenant, status) WHERE parent_id IS NULL;
+CREATE INDEX tasks_tenant_created ON tasks (tenant, created_at) WHERE parent_id IS NULL;
+CREATE INDEX files_tenant_live ON files (tenant) WHERE removed_at IS NULL;
 """,
 )
 
@@ -324,11 +336,13 @@ class PostgresTaskStore(TaskStore):
     async def _ids(self, sql: str, params: tuple[Any, ...] = ()) -> list[str]:
         return [row["id"] for row in await self._rows(sql, params)]
 
-    async def _create(self, task: NewTask, queue_limit: int) -> tuple[TaskRecord, bool]:
+    async def _create(self, task: NewTask, queue_limit: int, limits: Limits) -> tuple[TaskRecord, bool]:
         # Retried after a broken connection: a create that did commit is then found by its dedupe key.
-        return await self.run(lambda conn: self._create_on(conn, task, queue_limit))
+        return await self.run(lambda conn: self._create_on(conn, task, queue_limit, limits))
 
-    async def _create_on(self, conn: Connection, task: NewTask, queue_limit: int) -> tuple[TaskRecord, bool]:
+    async def _create_on(
+        self, conn: Connection, task: NewTask, queue_limit: int, limits: Limits
+    ) -> tuple[TaskRecord, bool]:
         now = time.time()
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
@@ -338,6 +352,10 @@ class PostgresTaskStore(TaskStore):
             existing = await cursor.fetchone()
             if existing is not None:
                 return existing, False  # type: ignore[return-value]
+            # Under the create lock: two hosts cannot both take a user's last free place.
+            for sql, params, check in quota_queries(limits, now):
+                cursor = await conn.execute(sql.format(mark="%s"), params)
+                check(await cursor.fetchone())  # type: ignore[arg-type]
             cursor = await conn.execute(
                 "SELECT COALESCE(SUM(n), 0) AS queued, COUNT(*) AS deltas FROM task_counts WHERE status = 'queued'"
             )
@@ -455,7 +473,8 @@ class PostgresTaskStore(TaskStore):
             async with conn.transaction():
                 cursor = await conn.execute(
                     f"UPDATE tasks SET {COMPLETED_SQL}, video_file_id = %s, audio_file_id = %s, files = %s,"
-                    f" finished_at = %s, updated_at = %s WHERE id = %s AND {RUNNING_SQL}{owned} RETURNING owner",
+                    f" finished_at = %s, updated_at = %s WHERE id = %s AND {RUNNING_SQL}{owned}"
+                    " RETURNING owner, tenant",
                     (video, audio, Jsonb(listing), now, now, task_id, *owner),
                 )
                 completed = await cursor.fetchone()
@@ -463,8 +482,8 @@ class PostgresTaskStore(TaskStore):
                     return False
                 async with conn.cursor() as cursor:
                     await cursor.executemany(
-                        "INSERT INTO files (id, task_id, kind, language, path, name, size, created_at, node)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        "INSERT INTO files (id, task_id, kind, language, path, name, size, created_at, node, tenant)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                         [
                             (
                                 f["id"],
@@ -476,6 +495,7 @@ class PostgresTaskStore(TaskStore):
                                 f["size"],
                                 now,
                                 completed["owner"],
+                                completed["tenant"],
                             )
                             for f in files
                         ],
@@ -516,8 +536,8 @@ class PostgresTaskStore(TaskStore):
 
 async def _insert(conn: Connection, task: NewTask, parent_id: str | None, now: float) -> None:
     await conn.execute(
-        "INSERT INTO tasks (id, url, options, dedupe_key, status, message, cookies, video_info, parent_id, created_at,"
-        " updated_at) VALUES (%s, %s, %s, %s, 'queued', %s, %s, %s, %s, %s, %s)",
+        "INSERT INTO tasks (id, url, options, dedupe_key, status, message, cookies, video_info, parent_id, tenant,"
+        " created_at, updated_at) VALUES (%s, %s, %s, %s, 'queued', %s, %s, %s, %s, %s, %s, %s)",
         (
             task["id"],
             task["url"],
@@ -527,6 +547,7 @@ async def _insert(conn: Connection, task: NewTask, parent_id: str | None, now: f
             task.get("cookies"),
             None if task.get("video_info") is None else Jsonb(task.get("video_info")),
             parent_id,
+            task["tenant"],
             now,
             now,
         ),

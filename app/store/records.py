@@ -62,6 +62,7 @@ class TaskRecord(TypedDict):
     media_key: str | None  # site and video id of a completed download (app/tasks/media_keys.py)
     parent_id: str | None  # the playlist this task is an item of
     playlist: dict[str, Any] | None  # of a playlist once expanded: title, total, items, counts (base.py)
+    tenant: str  # the user who asked for it (app/tenants/); a playlist's items are its user's
 
 
 class FileRecord(TypedDict):
@@ -76,6 +77,7 @@ class FileRecord(TypedDict):
     removed_at: float | None
     removed_reason: str | None
     node: str | None
+    tenant: str  # its task's user
 
 
 class NewTask(TypedDict):
@@ -87,6 +89,7 @@ class NewTask(TypedDict):
     dedupe_key: str
     message: str
     cookies: bytes | None
+    tenant: str
     video_info: NotRequired[dict[str, Any] | None]  # a playlist's item: its title as the playlist names it
 
 

@@ -18,11 +18,13 @@ from app.store.base import (
     ITEMS_BY_STATUS_SQL,
     JSON_COLUMNS,
     PROGRESS_FIELDS,
+    Limits,
     QueueFullError,
     StoreConnectError,
     TaskStore,
     completed_files,
     playlist_fields,
+    quota_queries,
 )
 from app.store.records import ACTIVE, RUNNING, NewFile, NewTask, TaskRecord
 
@@ -132,6 +134,16 @@ END;
 CREATE TRIGGER tasks_item_count_delete AFTER DELETE ON tasks WHEN OLD.parent_id IS NOT NULL BEGIN
     UPDATE status_counts SET n = n - 1 WHERE status = 'item:' || OLD.status;
 END;
+""",
+    # 5: users: every task and file belongs to a user (app/tenants/); those from before to the admin.
+    # Indexed for a user's list, counts, active tasks and submissions of the last minute.
+    """
+ALTER TABLE tasks ADD COLUMN tenant TEXT NOT NULL DEFAULT 'admin';
+ALTER TABLE files ADD COLUMN tenant TEXT NOT NULL DEFAULT 'admin';
+CREATE INDEX tasks_tenant_seq ON tasks (tenant, seq) WHERE parent_id IS NULL;
+CREATE INDEX tasks_tenant_status ON tasks (tenant, status) WHERE parent_id IS NULL;
+CREATE INDEX tasks_tenant_created ON tasks (tenant, created_at) WHERE parent_id IS NULL;
+CREATE INDEX files_tenant_live ON files (tenant) WHERE removed_at IS NULL;
 """,
 )
 
@@ -260,7 +272,7 @@ class SQLiteTaskStore(TaskStore):
         )
         return [row[0] for row in rows]
 
-    async def _create(self, task: NewTask, queue_limit: int) -> tuple[TaskRecord, bool]:
+    async def _create(self, task: NewTask, queue_limit: int, limits: Limits) -> tuple[TaskRecord, bool]:
         now = time.time()
         self._db.execute("BEGIN IMMEDIATE")
         try:
@@ -271,6 +283,8 @@ class SQLiteTaskStore(TaskStore):
             if existing is not None:
                 self._db.execute("COMMIT")
                 return _decoded(existing), False  # type: ignore[return-value]
+            for sql, params, check in quota_queries(limits, now):
+                check(dict(self._db.execute(sql.format(mark="?"), params).fetchone()))
             queued = self._db.execute("SELECT n FROM status_counts WHERE status = 'queued'").fetchone()[0]
             if queued >= queue_limit:
                 raise QueueFullError(queued)
@@ -285,7 +299,7 @@ class SQLiteTaskStore(TaskStore):
     def _insert(self, task: NewTask, parent_id: str | None, now: float) -> None:
         self._db.execute(
             "INSERT INTO tasks (id, url, options, dedupe_key, status, message, cookies, video_info, parent_id,"
-            " created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+            " tenant, created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
             (
                 task["id"],
                 task["url"],
@@ -295,6 +309,7 @@ class SQLiteTaskStore(TaskStore):
                 task.get("cookies"),
                 None if task.get("video_info") is None else json.dumps(task.get("video_info")),
                 parent_id,
+                task["tenant"],
                 now,
                 now,
             ),
@@ -397,8 +412,8 @@ class SQLiteTaskStore(TaskStore):
         try:
             for file in files:
                 self._db.execute(
-                    "INSERT INTO files (id, task_id, kind, language, path, name, size, created_at, node)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, (SELECT owner FROM tasks WHERE id = ?))",
+                    "INSERT INTO files (id, task_id, kind, language, path, name, size, created_at, node, tenant)"
+                    " SELECT ?, ?, ?, ?, ?, ?, ?, ?, owner, tenant FROM tasks WHERE id = ?",
                     (
                         file["id"],
                         task_id,

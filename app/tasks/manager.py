@@ -27,7 +27,7 @@ import msgspec
 
 from app.metrics import Metrics
 from app.settings import Settings
-from app.store.base import STATUSES, QueueFullError, StoreUnavailableError, TaskStore
+from app.store.base import STATUSES, Limits, QueueFullError, StoreUnavailableError, TaskStore
 from app.store.records import ACTIVE, RUNNING, NewFile, NewTask, TaskRecord
 from app.tasks import worker
 from app.tasks.cookies import CookieSealer, CookiesError, cookie_folder
@@ -76,8 +76,9 @@ class _Running:
 _PLAYLIST_ONLY_OPTIONS = ("playlist_items", "max_items", "callback_url")
 
 
-def dedupe_key(url: str, options: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps([url, options], sort_keys=True).encode()).hexdigest()
+def dedupe_key(url: str, options: dict[str, Any], tenant: str) -> str:
+    # The user in the key: two users asking for the same video each get a task of their own.
+    return hashlib.sha256(json.dumps([url, options, tenant], sort_keys=True).encode()).hexdigest()
 
 
 def _kill_group(pid: int | None) -> None:
@@ -157,9 +158,12 @@ class Manager:
     def takes_cookies(self) -> bool:
         return self._sealer is not None
 
-    async def submit(self, url: str, options: dict[str, Any], cookies: str | None = None) -> tuple[TaskRecord, bool]:
-        """Queue a task, or return the active one for the same URL and options. cookies (a
-        cookies.txt) are stored sealed; only a manager with a cookie secret takes them."""
+    async def submit(
+        self, url: str, options: dict[str, Any], limits: Limits, cookies: str | None = None
+    ) -> tuple[TaskRecord, bool]:
+        """Queue a task of limits.tenant within its limits, or return its active one for the same URL
+        and options. cookies (a cookies.txt) are stored sealed; only a manager with a cookie secret
+        takes them."""
         task_id = uuid.uuid4().hex
         sealed = None
         if cookies is not None:
@@ -169,11 +173,12 @@ class Manager:
             id=task_id,
             url=url,
             options=options,
-            dedupe_key=dedupe_key(url, options),
+            dedupe_key=dedupe_key(url, options, limits.tenant),
             message="waiting for a free worker",
             cookies=sealed,
+            tenant=limits.tenant,
         )
-        task, created = await self.store.create(new, self.settings.queue_limit)
+        task, created = await self.store.create(new, self.settings.queue_limit, limits)
         if created:
             log.info("task %s -> queued (%s)", task["id"], url)
             self._wakeup.set()
@@ -513,7 +518,7 @@ class Manager:
             item_id = uuid.uuid4().hex
             sealed = None if cookies is None or self._sealer is None else self._sealer.seal(item_id, cookies)
             # The playlist in the key: the same video in two playlists is an item of each.
-            key = dedupe_key(item.url, {**options, "parent_id": task_id})
+            key = dedupe_key(item.url, {**options, "parent_id": task_id}, task["tenant"])
             items.append(
                 NewTask(
                     id=item_id,
@@ -522,6 +527,7 @@ class Manager:
                     dedupe_key=key,
                     message="waiting for a free worker",
                     cookies=sealed,
+                    tenant=task["tenant"],
                     video_info={"title": item.title} if item.title else None,  # until the download tells more
                 )
             )

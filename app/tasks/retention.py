@@ -1,4 +1,5 @@
-"""Keeps the media folder bounded: by age, then by size cap and free-disk floor, oldest first.
+"""Keeps the media folder bounded: by age, then each user within its storage limit, then by size
+cap and free-disk floor, oldest first.
 
 It works only below the media folder (the database lives elsewhere) and records every removal
 in the task store, so no task points at a file that is gone without saying so.
@@ -9,6 +10,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from stat import S_ISREG
 from typing import TypedDict
@@ -43,9 +45,11 @@ class Summary(TypedDict):
 
 
 class Retention:
-    def __init__(self, settings: Settings, store: TaskStore) -> None:
+    def __init__(self, settings: Settings, store: TaskStore, storage_limits: Callable[[], dict[str, int]]) -> None:
+        """storage_limits(): the users' storage limits in bytes, by name (app/tenants/directory.py)."""
         self.settings = settings
         self.store = store
+        self.storage_limits = storage_limits
         self._lock = asyncio.Lock()
 
     def _free_bytes(self) -> int:
@@ -59,7 +63,8 @@ class Retention:
             live = await self._forget_missing()
             expired = [f for f in live if f["created_at"] <= cutoff]
             await self._remove(expired, f"older than {self.settings.retention_hours:g} hours", deleted)
-            await self._remove_excess([f for f in live if f["created_at"] > cutoff], 0, deleted)
+            live = await self._fit_users([f for f in live if f["created_at"] > cutoff], deleted)
+            await self._remove_excess(live, 0, deleted)
             await self._remove_leftovers(deleted)
         return self._summary(deleted)
 
@@ -72,11 +77,14 @@ class Retention:
     async def make_room(self, reserved: int) -> bool:
         """Delete the oldest finished files until they and `reserved` bytes (downloads under way)
         fit the storage cap and the free-disk floor holds; False when they cannot fit."""
+        deleted: list[Deleted] = []
         async with self._lock:
+            if self.storage_limits():
+                await self._fit_users(await self.store.live_files(), deleted)
             _, used = await self.store.live_bytes()
             if await self._excess(used + reserved) is None:
+                self._summary(deleted)
                 return True  # the usual case, without listing the files
-            deleted: list[Deleted] = []
             fits = await self._remove_excess(await self.store.live_files(), reserved, deleted)
         self._summary(deleted)
         return fits
@@ -113,6 +121,27 @@ class Retention:
             used -= oldest["size"]
             await self._remove([oldest], reason, deleted)
         return True
+
+    async def _fit_users(self, live: list[FileRecord], deleted: list[Deleted]) -> list[FileRecord]:
+        """Each user over its storage limit (its files on every host) loses this host's oldest files
+        of its own, never those of its newest task (as the cap, within one download), until it fits.
+        Returns the live files left."""
+        limits = self.storage_limits()
+        used = await self.store.bytes_by_tenant() if limits else {}
+        removed: set[str] = set()
+        for tenant, limit in limits.items():
+            over = used.get(tenant, 0) - limit
+            own = [f for f in live if f["tenant"] == tenant]
+            newest = own[-1]["task_id"] if own else None
+            taken = []
+            for file in own:
+                if over <= 0 or file["task_id"] == newest:
+                    break
+                taken.append(file)
+                over -= file["size"]
+            await self._remove(taken, f"{tenant}'s files over its {limit // MB} MB (max_storage_mb)", deleted)
+            removed |= {f["id"] for f in taken}
+        return [f for f in live if f["id"] not in removed]
 
     async def _excess(self, used: int) -> str | None:
         """Why files must go with `used` bytes in the media folder, or None when none must."""

@@ -41,7 +41,9 @@ def store_with_tasks(data_dir: Path, n: int, first: int = 0) -> None:
         store = SQLiteTaskStore(data_dir / "db" / "tasks.sqlite3")
         for i in range(first, first + n):
             url = f"http://127.0.0.1/{i}"
-            await store.create(NewTask(id=f"t{i}", url=url, options={}, dedupe_key=url, message=""), 1000)
+            await store.create(
+                NewTask(id=f"t{i}", url=url, options={}, dedupe_key=url, message="", tenant="admin"), 1000
+            )
         await store.close()
 
     asyncio.run(fill())

@@ -18,7 +18,15 @@ import pytest
 
 from app.store import postgres
 from app.store import sqlite as sqlite_store
-from app.store.base import LOCAL_NODE, STATUSES, Occupancy, QueueFullError, StoreConnectError
+from app.store.base import (
+    LOCAL_NODE,
+    STATUSES,
+    Limits,
+    Occupancy,
+    QueueFullError,
+    QuotaExceededError,
+    StoreConnectError,
+)
 from app.store.postgres import PostgresTaskStore, redact_url
 from app.store.sqlite import SQLiteTaskStore
 
@@ -81,7 +89,13 @@ async def hosts(backend):
 
 
 def _task(n: int, key: str | None = None) -> dict:
-    return {"id": f"{n:032x}", "url": f"http://x/{n}", "options": OPTIONS, "dedupe_key": key or f"key-{n}"}
+    return {
+        "id": f"{n:032x}",
+        "url": f"http://x/{n}",
+        "options": OPTIONS,
+        "dedupe_key": key or f"key-{n}",
+        "tenant": "admin",
+    }
 
 
 async def _queue(store, count: int, start: int = 0) -> list[str]:
@@ -348,3 +362,100 @@ async def test_postgres_url_forms_and_the_password_is_never_shown(postgres_serve
         "postgres://u@h/db?sslmode=require&password=***"
     )
     postgres_server.drop_database(name)
+
+
+def _users_task(n: int, tenant: str) -> dict:
+    return {**_task(n), "tenant": tenant}
+
+
+async def test_a_users_active_task_limit_holds_across_hosts_and_spares_other_users(store, backend):
+    # Four hosts submit 5 tasks each for alice, whose limit is 3 tasks at once, and bob's go through.
+    async def submit_all(host, index):
+        outcomes = []
+        for n in range(5):
+            try:
+                await host.create(_users_task(index * 100 + n, "alice"), 1000, Limits("alice", max_active=3))
+                outcomes.append("created")
+            except QuotaExceededError as refused:
+                assert "max_active_tasks = 3" in str(refused) and refused.retry_after > 0
+                outcomes.append("refused")
+        return outcomes
+
+    results = await on_hosts(backend, 4, submit_all)
+    assert sum(result.count("created") for result in results) == 3
+    await store.create(_users_task(900, "bob"), 1000, Limits("bob", max_active=3))
+    # A finished task frees its place; a playlist's items never count against it.
+    finished = backend.query("SELECT id FROM tasks WHERE tenant = 'alice' LIMIT 1")[0][0]
+    await store.update(finished, {"status": "failed", "finished_at": 1.0})
+    await store.create(_users_task(901, "alice"), 1000, Limits("alice", max_active=3))
+    with pytest.raises(QuotaExceededError):
+        await store.create(_users_task(902, "alice"), 1000, Limits("alice", max_active=3))
+    assert await store.counts_of("alice") == dict.fromkeys(STATUSES, 0) | {"queued": 3, "failed": 1}
+    assert await store.counts_of("bob") == dict.fromkeys(STATUSES, 0) | {"queued": 1}
+    assert (await store.tenant_usage("alice"))[0] == 3
+
+
+async def test_a_users_submissions_per_minute_and_the_wait_it_names(store):
+    for n in range(2):
+        await store.create(_users_task(n, "alice"), 1000, Limits("alice", per_minute=2))
+    with pytest.raises(QuotaExceededError, match=r"submissions_per_minute = 2\); try again in \d+ s") as refused:
+        await store.create(_users_task(2, "alice"), 1000, Limits("alice", per_minute=2))
+    assert 1 <= refused.value.retry_after <= 60
+    # The same URL again is its active task, not a new submission; another user has its own window.
+    again, created = await store.create(_users_task(0, "alice"), 1000, Limits("alice", per_minute=2))
+    assert not created and again["id"] == f"{0:032x}"
+    await store.create(_users_task(3, "bob"), 1000, Limits("bob", per_minute=2))
+
+
+async def test_lists_reuse_and_file_bytes_are_each_users_own(store):
+    for n, tenant in enumerate(("alice", "bob", "alice")):
+        await store.create(_users_task(n, tenant), 1000)
+    assert [t["id"] for t in await store.page(None, 10, 0, tenant="alice")] == [f"{2:032x}", f"{0:032x}"]
+    assert len(await store.page(None, 10, 0)) == 3
+    task = await store.claim_next()
+    file = {"id": "f" * 32, "kind": "video", "language": None, "path": "p/v.mp4", "name": "v.mp4", "size": 7}
+    assert await store.complete(task["id"], [file])
+    assert (await store.get_file("f" * 32))["tenant"] == task["tenant"] == "alice"
+    assert await store.bytes_by_tenant() == {"alice": 7}
+    await store.update(task["id"], {"media_key": "site:v"}, ("completed",))
+    assert [t["id"] for t in await store.reusable("site:v", "alice")] == [task["id"]]
+    assert await store.reusable("site:v", "bob") == []
+
+
+async def test_tasks_and_files_from_before_users_belong_to_the_admin(tmp_path, postgres_url):
+    # A SQLite database and a PostgreSQL one as the release before users left them: a task, its file.
+    sqlite_path = tmp_path / "tasks.sqlite3"
+    with contextlib.closing(sqlite3.connect(sqlite_path)) as db:
+        db.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
+        for version, script in enumerate(sqlite_store._SQLITE_MIGRATIONS[:4], 1):
+            db.executescript(script)
+            db.execute("INSERT INTO schema_version VALUES (?, 1)", (version,))
+        db.execute(
+            "INSERT INTO tasks (id, url, options, dedupe_key, status, created_at, updated_at)"
+            " VALUES ('old', 'http://x/old', '{}', 'k-old', 'completed', 1, 1)"
+        )
+        db.execute(
+            "INSERT INTO files (id, task_id, kind, path, name, size, created_at)"
+            " VALUES ('f', 'old', 'video', 'old/v', 'v', 5, 1)"
+        )
+        db.commit()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")
+        for version, script in enumerate(postgres._MIGRATIONS[:3], 1):
+            conn.execute(script)
+            conn.execute("INSERT INTO schema_version VALUES (%s, 1)", (version,))
+        conn.execute(
+            "INSERT INTO tasks (id, url, options, dedupe_key, status, created_at, updated_at)"
+            " VALUES ('old', 'http://x/old', '{}', 'k-old', 'completed', 1, 1)"
+        )
+        conn.execute(
+            "INSERT INTO files (id, task_id, kind, path, name, size, created_at)"
+            " VALUES ('f', 'old', 'video', 'old/v', 'v', 5, 1)"
+        )
+    for store in (SQLiteTaskStore(sqlite_path), await PostgresTaskStore.connect(postgres_url)):
+        try:
+            assert (await store.get("old"))["tenant"] == "admin"
+            assert (await store.get_file("f"))["tenant"] == "admin"
+            assert await store.counts_of("admin") == dict.fromkeys(STATUSES, 0) | {"completed": 1}
+        finally:
+            await store.close()

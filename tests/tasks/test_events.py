@@ -79,7 +79,15 @@ async def test_a_finished_task_keeps_only_its_final_event_and_old_streams_are_fo
     store = SQLiteTaskStore(tmp_path / "tasks.sqlite3")
     hub = EventHub()
     task, _ = await store.create(
-        {"id": "a" * 32, "url": "http://127.0.0.1/x", "options": {}, "dedupe_key": "k", "message": "queued"}, 10
+        {
+            "id": "a" * 32,
+            "url": "http://127.0.0.1/x",
+            "options": {},
+            "dedupe_key": "k",
+            "message": "queued",
+            "tenant": "admin",
+        },
+        10,
     )
     for status in ("downloading", "downloading", "processing", "completed"):
         hub.publish({**task, "status": status})
@@ -98,7 +106,14 @@ async def test_a_finished_task_keeps_only_its_final_event_and_old_streams_are_fo
 
 async def _each_change(store: TaskStore) -> dict:
     """Every task-changing method called once on a real store; name -> the task it changed."""
-    task = {"id": "a" * 32, "url": "http://127.0.0.1/x", "options": {}, "dedupe_key": "k", "message": ""}
+    task = {
+        "id": "a" * 32,
+        "url": "http://127.0.0.1/x",
+        "options": {},
+        "dedupe_key": "k",
+        "message": "",
+        "tenant": "admin",
+    }
     changed = {"create": (await store.create(task, 10))[0]["id"]}
     changed["claim_next"] = (await store.claim_next())["id"]
     await store.update(task["id"], {"progress": 5.0})

@@ -232,7 +232,14 @@ async def test_a_playlist_whose_last_item_ended_unsummed_settles_when_the_servic
     settings = make_settings(tmp_path)
     store = await open_store(settings)
     parent_id = await running_task(store, "http://127.0.0.1/playlist.html")
-    item = {"id": "c" * 32, "url": "http://127.0.0.1/v.mp4", "options": {}, "dedupe_key": "i", "message": ""}
+    item = {
+        "id": "c" * 32,
+        "url": "http://127.0.0.1/v.mp4",
+        "options": {},
+        "dedupe_key": "i",
+        "message": "",
+        "tenant": "admin",
+    }
     assert await store.expand(parent_id, {"title": "t", "total": 1, "items": 1, "skipped": 0}, [item], 100)
     await store._update(item["id"], {"status": "failed", "error": "gone"}, ("queued",), owned=False)  # untold
     assert (await store.get(parent_id))["status"] == "downloading"

@@ -32,7 +32,9 @@ async def open_store(settings, node=None):
 async def running_task(store, url: str) -> str:
     task_id = uuid.uuid4().hex
     options = ProcessRequest(url=url).options()  # as the API records them
-    await store.create(NewTask(id=task_id, url=url, options=options, dedupe_key=task_id, message="queued"), 100)
+    await store.create(
+        NewTask(id=task_id, url=url, options=options, dedupe_key=task_id, message="queued", tenant="admin"), 100
+    )
     claimed = await store.claim_next()
     assert claimed is not None and claimed["id"] == task_id
     return task_id

@@ -30,7 +30,7 @@ def _content_disposition(name: str) -> str:
     {
         200: Reply("The file.", content_type="*/*"),
         206: Reply("The requested range.", content_type="*/*"),
-        404: Reply("No such file."),
+        404: Reply("No such file (or another user's)."),
         410: Reply("Removed by retention or with its task."),
         416: Reply(
             "Range not satisfiable: it starts past the end, or asks for the last 0 bytes. A Range that does not"

@@ -11,11 +11,11 @@ import app
 from app import health
 from app.api import openapi, webpage
 from app.api.contract import Cleanup, Health, Index, StorageInfo
-from app.api.keys import CLUSTER, MANAGER, METRICS, RETENTION, SETTINGS, STORE
+from app.api.keys import CLUSTER, DIRECTORY, MANAGER, METRICS, RETENTION, SETTINGS, STORE
 from app.api.middlewares import ApiError
 from app.api.networks import address_in
 from app.api.openapi import Reply, describe
-from app.api.routes.common import json_response
+from app.api.routes.common import ADMIN_ONLY, json_response, require_admin
 from app.store.backup import newest_backup_time
 from app.store.base import Occupancy, StoreUnavailableError
 
@@ -77,21 +77,26 @@ async def metrics(request: web.Request) -> web.Response:
     counts: dict[str, int] | None = None
     occupancy: Occupancy | None = None
     used: int | None = None
+    user_bytes: dict[str, int] | None = None
     with contextlib.suppress(StoreUnavailableError):  # the host's own figures still answer
         store = request.app[STORE]
         counts = await store.counts()
         occupancy = await store.occupancy()
         _, used = await store.live_bytes(every_node=True)
+        stored = await store.bytes_by_tenant()
+        # The file's users only (and each of them): the label set stays what the file names.
+        user_bytes = {user: stored.get(user, 0) for user in request.app[DIRECTORY].names()}
     disk = await asyncio.to_thread(shutil.disk_usage, settings.media_dir)
     # A listing of a few files: cheap enough to read on every scrape, so it is never stale.
     last_backup = None if settings.database_url else newest_backup_time(settings) or 0.0
     running = request.app[MANAGER].running_count
-    return request.app[METRICS].render(settings, counts, occupancy, running, used, disk.free, last_backup)
+    return request.app[METRICS].render(settings, counts, occupancy, running, used, disk.free, last_backup, user_bytes)
 
 
 @routes.get("/api/storage/info")
-@describe("Disk use of the media folder", {200: Reply("Figures.", StorageInfo)})
+@describe("Disk use of the media folder (admins)", {200: Reply("Figures.", StorageInfo), 403: ADMIN_ONLY})
 async def storage_info(request: web.Request) -> web.Response:
+    require_admin(request)
     settings, store = request.app[SETTINGS], request.app[STORE]
     count, used = await store.live_bytes()
     cluster_count, cluster_used = await store.live_bytes(every_node=True)
@@ -112,6 +117,7 @@ async def storage_info(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/storage/cleanup")
-@describe("Run retention now", {200: Reply("What was deleted.", Cleanup)})
+@describe("Run retention now (admins)", {200: Reply("What was deleted.", Cleanup), 403: ADMIN_ONLY})
 async def storage_cleanup(request: web.Request) -> web.Response:
+    require_admin(request)
     return json_response(msgspec.convert(await request.app[RETENTION].run(), Cleanup))

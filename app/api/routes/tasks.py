@@ -22,20 +22,22 @@ from app.api.contract import (
     encode,
     parse_query,
 )
-from app.api.keys import EVENTS, MANAGER, RATE_LIMITER, SETTINGS, STORE
+from app.api.keys import EVENTS, MANAGER, METRICS, RATE_LIMITER, SETTINGS, STORE, TENANT
 from app.api.middlewares import ApiError
 from app.api.networks import client_address
 from app.api.openapi import Reply, describe
-from app.api.routes.common import NO_TASK, RETRY_AFTER, json_response, task_of
+from app.api.routes.common import NO_TASK, RETRY_AFTER, json_response, task_of, tenant_of
 from app.api.serializers import task_view
 from app.settings import Settings
-from app.store.base import STATUSES, QueueFullError, StoreUnavailableError
+from app.store.base import STATUSES, QueueFullError, QuotaExceededError, StoreUnavailableError
 from app.store.records import TaskRecord
 from app.tasks import address_guard
 
 QUEUE_FULL_RETRY_AFTER_S = 30
 SSE_KEEPALIVE_S = 15.0
 log = logging.getLogger(__name__)
+# Who asked for, cancelled or deleted what: a user's name, never its token.
+audit = logging.getLogger("app.audit")
 routes = web.RouteTableDef()
 
 
@@ -63,8 +65,11 @@ def _rate_limit(request: web.Request) -> None:
     limiter = request.app.get(RATE_LIMITER)
     if limiter is None:
         return
-    settings = request.app[SETTINGS]
-    client = client_address(request.remote, request.headers.getall("X-Forwarded-For", []), settings.trusted_proxies)
+    if TENANT in request:  # with tokens, per user: a team behind one NAT address does not share a bucket
+        client = f"user {request[TENANT].name}"
+    else:
+        settings = request.app[SETTINGS]
+        client = client_address(request.remote, request.headers.getall("X-Forwarded-For", []), settings.trusted_proxies)
     wait = limiter.acquire(client)
     if wait:
         raise ApiError(
@@ -92,13 +97,17 @@ def _rate_limit(request: web.Request) -> None:
             "Invalid option, URL, callback_url or cookies; blocked or unresolvable address; callbacks or cookies"
             " disabled."
         ),
-        429: Reply("Queue full, or this client's rate limit reached.", headers=RETRY_AFTER),
+        429: Reply(
+            "Queue full; this client's rate limit reached; or one of the user's limits (active tasks, submissions"
+            " per minute) reached.",
+            headers=RETRY_AFTER,
+        ),
     },
     body=ProcessRequest,
 )
 async def process(request: web.Request) -> web.Response:
     _rate_limit(request)
-    settings = request.app[SETTINGS]
+    settings, tenant = request.app[SETTINGS], tenant_of(request)
     try:
         body = decode_process_request(await request.read())
     except ContractError as exc:
@@ -120,7 +129,7 @@ async def process(request: web.Request) -> web.Response:
     if body.cookies is not None and not manager.takes_cookies:
         raise ApiError(422, "cookies_disabled", "cookies need VIDEO_API_COOKIE_SECRET on the service")
     if body.reuse:
-        reused = await _reusable(request, url, options)
+        reused = await _reusable(request, url, options, tenant.name)
         if reused is not None:
             status_url = f"/api/status/{reused['id']}"
             message = "the same video with the same options is downloaded already; returning that task"
@@ -128,25 +137,32 @@ async def process(request: web.Request) -> web.Response:
                 Accepted(reused["id"], reused["status"], status_url, message), 200, {"Location": status_url}
             )
     try:
-        task, created = await manager.submit(url, options, body.cookies)
+        task, created = await manager.submit(url, options, tenant.limits(), body.cookies)
     except QueueFullError:
         raise ApiError(
             429, "queue_full", "too many tasks waiting; try again later", {"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)}
         ) from None
+    except QuotaExceededError as exc:
+        request.app[METRICS].user_refused(tenant.name)
+        audit.info("user %s refused a new task: %s", tenant.name, exc)
+        raise ApiError(429, "user_limit_reached", str(exc), {"Retry-After": str(exc.retry_after)}) from None
+    if created:
+        request.app[METRICS].user_submitted(tenant.name)
+        audit.info("user %s submitted task %s", tenant.name, task["id"])
     status_url = f"/api/status/{task['id']}"
     message = "task queued" if created else f"the same download is already {task['status']}; returning that task"
     return json_response(Accepted(task["id"], task["status"], status_url, message), 202, {"Location": status_url})
 
 
-async def _reusable(request: web.Request, url: str, options: dict[str, Any]) -> TaskRecord | None:
-    """A completed task of the video url names, with the same options (where to call back aside)
-    and all its files kept, or None."""
+async def _reusable(request: web.Request, url: str, options: dict[str, Any], tenant: str) -> TaskRecord | None:
+    """The user's completed task of the video url names, with the same options (where to call back
+    aside) and all its files kept, or None."""
 
     def compared(options: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in options.items() if k != "callback_url"}
 
     media_key = await request.app[MANAGER].media_key(url)
-    for task in await request.app[STORE].reusable(media_key):
+    for task in await request.app[STORE].reusable(media_key, tenant):
         if compared(task["options"]) == compared(options):
             return task
     return None
@@ -162,6 +178,7 @@ async def status(request: web.Request) -> web.Response:
 @describe("Cancel a task and delete its files", {200: Reply("The task as it is now.", TaskView), 404: NO_TASK})
 async def delete_task(request: web.Request) -> web.Response:
     task = await request.app[MANAGER].cancel(await task_of(request))
+    audit.info("user %s cancelled task %s and deleted its files", tenant_of(request).name, task["id"])
     view = msgspec.structs.replace(task_view(task), message=f"task {task['status']}; its files are deleted")
     return json_response(view)
 
@@ -210,10 +227,8 @@ async def task_events(request: web.Request) -> web.StreamResponse:
 
 
 async def _item_counts(request: web.Request, parent_id: str) -> dict[str, int]:
-    """The items of a playlist by status, as the playlist sums them up; 404 for no such task."""
-    parent = await request.app[STORE].get(parent_id)
-    if parent is None:
-        raise ApiError(404, "task_not_found", "no task with that parent_id")
+    """The items of a playlist by status, as the playlist sums them up; 404 for no such task (or another user's)."""
+    parent = await task_of(request, parent_id)
     if parent["playlist"] is None:
         return dict.fromkeys(STATUSES, 0)
     counts: dict[str, int] = parent["playlist"]["counts"]
@@ -222,10 +237,11 @@ async def _item_counts(request: web.Request, parent_id: str) -> dict[str, int]:
 
 @routes.get("/api/tasks")
 @describe(
-    "Counts and a page of tasks, newest first; or of a playlist's items, in its order",
+    "Counts and a page of tasks (an admin's: every user's; a user's: its own), newest first; or of a playlist's"
+    " items, in its order",
     {
         200: Reply("Counts and page.", TaskList),
-        404: Reply("No task with that parent_id."),
+        404: Reply("No task with that parent_id (or another user's)."),
         422: Reply("Invalid limit, offset, before, status or parent_id."),
     },
     query=TaskListQuery,
@@ -239,15 +255,19 @@ async def list_tasks(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_parameter", "before and offset cannot be combined")
     if query.before is not None and query.parent_id is not None:
         raise ApiError(422, "invalid_parameter", "a playlist's items are paged with offset, not before")
-    store = request.app[STORE]
-    if query.parent_id is None:
+    store, tenant = request.app[STORE], tenant_of(request)
+    # An admin's list is every user's; a user's its own (a playlist's items are its playlist's user's).
+    owner = None if tenant.is_admin or query.parent_id is not None else tenant.name
+    if query.parent_id is not None:
+        counts = await _item_counts(request, query.parent_id)
+    elif owner is None:
         counts = await store.counts(top_level=True)
     else:
-        counts = await _item_counts(request, query.parent_id)
+        counts = await store.counts_of(owner)
     # One row more tells whether a next page exists. Top-level tasks: keyset paging, `before` is the
     # cursor of the page's `next` link (its cost does not grow with depth as a large offset's does);
     # a playlist's items, at most VIDEO_API_PLAYLIST_MAX_ITEMS in its order: offset.
-    tasks = await store.page(query.status, query.limit + 1, query.offset, query.before, query.parent_id)
+    tasks = await store.page(query.status, query.limit + 1, query.offset, query.before, query.parent_id, owner)
     next_link = None
     if len(tasks) > query.limit:
         tasks = tasks[: query.limit]
