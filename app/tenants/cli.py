@@ -23,7 +23,7 @@ from app.tenants.tenants_file import (
 
 def _name(text: str) -> str:
     if not NAME.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"{text!r}: 1-32 of a-z, 0-9, '_', '.', '-', starting with a letter or digit")
+        raise argparse.ArgumentTypeError(f"{text!r}: 1-32 of a-z, 0-9, '_', '-', starting with a letter or digit")
     return text
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from app.settings import MIB
 from app.store.base import Limits
 
-NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 # A user's optional limits: the key in the file, and what it means (the README's table is generated from these).
 LIMITS = {
@@ -100,7 +100,7 @@ def read(path: Path) -> dict[str, Tenant]:
 def _tenant(path: Path, name: str, table: Any) -> Tenant:
     where = f"{path}: user {name!r}"
     if not NAME.fullmatch(name):
-        raise TenantsFileError(f"{where}: a name is 1-32 of a-z, 0-9, '_', '.', '-', starting with a letter or digit")
+        raise TenantsFileError(f"{where}: a name is 1-32 of a-z, 0-9, '_', '-', starting with a letter or digit")
     if not isinstance(table, dict):
         raise TenantsFileError(f"{where} must be a table")
     unknown = set(table) - {"role", "token_sha256", *LIMITS}
