@@ -16,7 +16,9 @@ ROLE_DERIVED = {
     "data_dir": "the role's data path (__video_api_data_dir, from video_api_data_root)",
 }
 # Role defaults that differ from the service's, on purpose.
-ROLE_OVERRIDES: dict[str, str] = {}
+ROLE_OVERRIDES: dict[str, str] = {
+    "tenants_file": "a path under video_api_config_dir; env.j2 names it only while video_api_tenants lists users",
+}
 TABLE_START, TABLE_END = "<!-- settings table: generated from app/settings.py -->", "<!-- end of settings table -->"
 
 

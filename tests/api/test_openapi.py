@@ -9,6 +9,7 @@ import pytest
 
 from app.api import webpage
 from app.api.application import create_app
+from app.tenants.tenants_file import Role, Tenant, token_digest, write
 from tests.support.helpers import REPO, TEST_ALLOW, free_port, make_settings
 
 TOKEN = "schemathesis-token-0123456789abcdef"
@@ -33,7 +34,9 @@ async def test_the_document_describes_every_route(aiohttp_client, tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
-def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(tmp_path):
+@pytest.mark.parametrize("role", [Role.ADMIN, Role.USER])
+def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(tmp_path, role):
+    # As an admin (a simple token), and as a user of the tenants file, with limits, who owns no task.
     # In a loopback-only network namespace: generated URLs and callback URLs can reach nothing else.
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -58,12 +61,17 @@ done
         "VIDEO_API_DATA_DIR": str(tmp_path / "data"),
         "VIDEO_API_ALLOW_NETWORKS": TEST_ALLOW,
         "VIDEO_API_MIN_FREE_MB": "1",
-        "VIDEO_API_TOKENS": TOKEN,
         "VIDEO_API_RATE_PER_MINUTE": "0",
         "VIDEO_API_DOWNLOAD_ATTEMPTS": "1",
         "VIDEO_API_CALLBACK_SECRET": TOKEN,
         "VIDEO_API_CALLBACK_ATTEMPTS": "1",
     }
+    if role == Role.ADMIN:
+        env["VIDEO_API_TOKENS"] = TOKEN
+    else:
+        limits = {"max_active_tasks": 3, "max_storage_mb": 5, "submissions_per_minute": 1000}
+        write(tmp_path / "tenants.toml", {"tester": Tenant("tester", Role.USER, token_digest(TOKEN), **limits)})
+        env["VIDEO_API_TENANTS_FILE"] = str(tmp_path / "tenants.toml")
     # Run from tmp_path, so schemathesis's example database (.schemathesis/) stays out of the repo.
     result = subprocess.run(
         ["unshare", "-n", "sh", "-c", script],

@@ -13,6 +13,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
+from app.tenants.tenants_file import Role, Tenant, token_digest, write
 from tests.support.browser import start_chrome
 from tests.support.helpers import REPO, ffprobe
 from tests.support.mediaserver import BLOCKED_HOST, HOSTILE_TITLE, PLAYLIST_TITLE
@@ -526,3 +527,45 @@ def test_a_playlist_is_one_row_that_opens_onto_its_items_and_cancels_them_all(br
             {i.get_attribute("data-status") for i in row.find_elements(By.CSS_SELECTOR, "li.item")} == {"cancelled"}
         ),
     )
+
+
+def test_the_page_says_who_is_signed_in_shows_an_admin_whose_tasks_and_a_user_only_its_own(
+    browser, service_factory, media_server, tmp_path
+):
+    alice_token, ops_token = "alice-browser-token-0123456789ab", "ops-browser-token-0123456789abcd"
+    write(
+        tmp_path / "tenants.toml",
+        {
+            "alice": Tenant("alice", Role.USER, token_digest(alice_token)),
+            "ops": Tenant("ops", Role.ADMIN, token_digest(ops_token)),
+        },
+    )
+    service = service_factory(VIDEO_API_TENANTS_FILE=str(tmp_path / "tenants.toml"))
+    ops_task = service.http.post(
+        service.base + "/api/process",
+        json={"url": media_server.url("/media/sample.webm?ui=ops"), "extract_audio": False},
+        headers={"Authorization": f"Bearer {ops_token}"},
+        timeout=10,
+    ).json()["task_id"]
+
+    def sign_in(token: str) -> None:
+        open_page(browser, service)
+        browser.find_element(By.ID, "token").send_keys(token + "\n")
+        wait(browser, lambda d: d.execute_script("return document.documentElement.dataset.ready"), 15)
+
+    sign_in(alice_token)
+    assert browser.find_element(By.ID, "who").text == "Signed in as alice (user)"
+    alice_task = submit(browser, media_server.url("/media/sample.webm?ui=alice"), extract_audio=False)
+    rows = [row.get_attribute("data-task-id") for row in browser.find_elements(By.CSS_SELECTOR, "#task-list > .task")]
+    assert rows == [alice_task]
+    assert browser.find_element(By.CSS_SELECTOR, f'[data-task-id="{alice_task}"] .owner').text == ""
+    browser.find_element(By.ID, "sign-out").click()
+    wait(browser, lambda d: d.find_element(By.ID, "token-section").is_displayed(), 15)
+    assert browser.execute_script("return sessionStorage.length") == 0
+
+    sign_in(ops_token)
+    assert browser.find_element(By.ID, "who").text == "Signed in as ops (admin)"
+    owner = f'[data-task-id="{alice_task}"] .owner'
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, owner), 10)
+    assert browser.find_element(By.CSS_SELECTOR, owner).text == "by alice"
+    assert browser.find_element(By.CSS_SELECTOR, f'[data-task-id="{ops_task}"] .owner').text == ""

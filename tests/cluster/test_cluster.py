@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from app.tenants.tenants_file import Role, Tenant, token_digest, write
 from tests.support.certificates import TestCA
 from tests.support.helpers import ServiceProcess, ffprobe, free_port, process_group_members, task_worker
 from tests.support.postgres import PostgresServer
@@ -337,3 +338,49 @@ def test_a_playlist_cancelled_on_one_host_stops_its_items_on_every_host(hosts, m
             [r["task_id"] for r in running],
         )
         time.sleep(0.05)
+
+
+def test_users_are_kept_apart_and_held_to_their_limits_across_hosts(hosts, media_server, tmp_path):
+    tokens = {
+        "ops": "ops-admin-token-0123456789abcdef",
+        "alice": "alice-token-0123456789abcdef",
+        "bob": "bob-token-0123456789abcdef01",
+    }
+    path = tmp_path / "tenants.toml"
+    write(
+        path,
+        {
+            "ops": Tenant("ops", Role.ADMIN, token_digest(tokens["ops"])),
+            "alice": Tenant("alice", Role.USER, token_digest(tokens["alice"]), max_active_tasks=1),
+            "bob": Tenant("bob", Role.USER, token_digest(tokens["bob"])),
+        },
+    )
+    a, b = hosts("a", VIDEO_API_TENANTS_FILE=str(path)), hosts("b", VIDEO_API_TENANTS_FILE=str(path))
+
+    def as_user(user, method, host, path, **kwargs):
+        headers = {"Authorization": f"Bearer {tokens[user]}"}
+        return requests.request(method, host.base + path, headers=headers, timeout=30, **kwargs)
+
+    alices = as_user("alice", "POST", a, "/api/process", json={"url": media_server.url(SLOW + "&user=alice")})
+    assert alices.status_code == 202, alices.text
+    alice_id = alices.json()["task_id"]
+    # Her limit holds on the other host too: it is counted in the shared database.
+    second = as_user("alice", "POST", b, "/api/process", json={"url": media_server.url("/media/sample.mp4?user=a2")})
+    assert second.status_code == 429 and "max_active_tasks = 1" in second.json()["error"]["message"]
+    bobs = as_user("bob", "POST", b, "/api/process", json={"url": media_server.url(SLOW + "&user=bob")})
+    assert bobs.status_code == 202, bobs.text
+    for host in (a, b):
+        for method, route in (("GET", "/api/status/{}"), ("GET", "/api/tasks/{}/events"), ("DELETE", "/api/tasks/{}")):
+            assert as_user("bob", method, host, route.format(alice_id)).status_code == 404, (host.name, route)
+        listing = as_user("bob", "GET", host, "/api/tasks").json()
+        assert [t["task_id"] for t in listing["tasks"]] == [bobs.json()["task_id"]] and listing["total"] == 1
+        every = as_user("ops", "GET", host, "/api/tasks").json()
+        assert {t["owner"] for t in every["tasks"]} == {"alice", "bob"}
+    deadline = time.monotonic() + 90
+    while (task := as_user("alice", "GET", b, f"/api/status/{alice_id}").json())["status"] != "completed":
+        assert time.monotonic() < deadline and task["status"] not in ("failed", "cancelled"), task
+        time.sleep(0.2)
+    # Her file through either host (one of them fetches it from the other): hers, never bob's.
+    for host in (a, b):
+        assert as_user("alice", "GET", host, task["files"]["video"]).status_code == 200
+        assert as_user("bob", "GET", host, task["files"]["video"]).status_code == 404

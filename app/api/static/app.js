@@ -1,7 +1,7 @@
 // Start-up: the OpenAPI document first (it holds the form's choices, and it answers 401 when the
 // service has tokens, which is when the page asks for one), then the form and the task list.
 
-import { api, ApiError, onUnauthorized, useToken } from "./api.js";
+import { api, ApiError, hasToken, onUnauthorized, useToken } from "./api.js";
 import { setupForm } from "./form.js";
 import { TaskList } from "./tasks.js";
 
@@ -38,6 +38,20 @@ function askToken(message) {
   return asking;
 }
 
+// Who the token is, shown in the header; without tokens there is nobody to name.
+async function showSignedIn(list) {
+  if (!hasToken()) return;
+  const me = await api("/api/me");
+  list.viewer = me;
+  $("who").textContent = `Signed in as ${me.name} (${me.role})`;
+  $("signed-in").hidden = false;
+}
+
+$("sign-out").addEventListener("click", () => {
+  useToken(null);
+  window.location.reload();
+});
+
 async function start() {
   let openapi;
   try {
@@ -56,8 +70,10 @@ async function start() {
   onUnauthorized((error) => {
     if (asking) return;
     useToken(null);
-    askToken(error.message).then(() => list.resume());
+    $("signed-in").hidden = true;
+    askToken(error.message).then(() => showSignedIn(list).then(() => list.resume()));
   });
+  await showSignedIn(list);
   $("submit-section").hidden = false;
   $("tasks-section").hidden = false;
   await list.load();

@@ -47,6 +47,7 @@ class Row {
     const find = (selector) => this.element.querySelector(selector);
     Object.assign(this, {
       title: find(".title"),
+      owner: find(".owner"),
       status: find(".status"),
       url: find(".url"),
       progress: find("progress"),
@@ -84,6 +85,9 @@ class Row {
     const title = task.video_info?.title || task.playlist?.title || task.url;
     set(this.title, title);
     set(this.url, title === task.url ? "" : task.url);
+    // An admin sees every user's tasks: whose each one is, but for its own.
+    const viewer = this.list.viewer;
+    set(this.owner, viewer?.role === "admin" && task.owner !== viewer.name ? `by ${task.owner}` : "");
     set(this.status, task.status);
     const progress = task.progress ?? 0;
     if (this.progress.value !== progress) this.progress.value = progress;
@@ -251,6 +255,7 @@ export class TaskList {
     const schema = (name) => resolve(openapi, parameters.find((parameter) => parameter.name === name).schema);
     this.statuses = schema("status").enum;
     this.state = { status: "", limit: 50, offset: 0 };
+    this.viewer = null; // who is signed in (GET /api/me)
     this.rows = new Map();
     this.template = $("task-row");
     this.itemTemplate = $("item-row");
