@@ -428,6 +428,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return settings
 
 
+def raw_setting(name: str) -> str:
+    """One setting's raw value from the environment, as load_settings() reads it: for a command
+    that needs only that one (the others may not even be set where it runs)."""
+    return _value(os.environ, next(spec for spec in DECLARED if spec.name == name))
+
+
 def _value(env: Mapping[str, str], spec: dataclasses.Field[Any]) -> str:
     """The raw value: the variable, or for a file setting the first line of the file its _FILE names."""
     name = spec.metadata["env"]

@@ -2,11 +2,11 @@
 once, on standard output, and only its digest is written."""
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from app.ascii_numbers import ascii_int
+from app.settings import raw_setting
 from app.tenants.tenants_file import (
     LIMIT_HIGH,
     LIMITS,
@@ -37,7 +37,7 @@ def _limit(text: str) -> int:
 def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     tenants = commands.add_parser("tenants", help="add, remove or list the users of the tenants file")
     actions = tenants.add_subparsers(dest="action", required=True)
-    default_file = os.environ.get("VIDEO_API_TENANTS_FILE") or None
+    default_file = raw_setting("tenants_file") or None
     for action, summary in (
         ("add", "add a user (or give one a new token, role and limits) and print its new token once"),
         ("remove", "remove a user: its token stops working; its tasks and files stay, an admin sees them"),

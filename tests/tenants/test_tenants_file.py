@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from app.tenants.tenants_file import Role, Tenant, TenantsFileError, read, render, token_digest
+from app.tenants.tenants_file import LIMITS, Role, Tenant, TenantsFileError, read, render, token_digest
 from tests.support.helpers import REPO
 
 DIGEST = token_digest("a-token-for-the-file-tests-0123")
@@ -105,3 +105,9 @@ def test_the_tenants_command_does_not_overwrite_a_file_it_cannot_read(tmp_path):
     refused = tenants("add", "bob", "--role", "user", "--file", str(path))
     assert refused.returncode == 1 and "is not valid TOML" in refused.stderr
     assert path.read_text() == "[users.alice\n"
+
+
+def test_the_readme_lists_every_limit_as_declared():
+    readme = (REPO / "README.md").read_text()
+    for key, meaning in LIMITS.items():
+        assert f"| `{key}` | {meaning} |" in readme

@@ -1,5 +1,6 @@
 """What every route module shares: JSON answers, and looking up the task or file a path names."""
 
+import logging
 import re
 from collections.abc import Mapping
 
@@ -18,6 +19,8 @@ ID = re.compile(r"[0-9a-f]{32}")
 NO_TASK = Reply("No such task (or another user's).")
 ADMIN_ONLY = Reply("The token is a user's, not an admin's.")
 RETRY_AFTER = {"Retry-After": "Seconds to wait."}
+# Who asked for, cancelled, deleted or cleaned up what: a user's name, never its token.
+audit = logging.getLogger("app.audit")
 
 
 def json_response(value: msgspec.Struct, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:

@@ -15,7 +15,7 @@ from app.api.keys import CLUSTER, DIRECTORY, MANAGER, METRICS, RETENTION, SETTIN
 from app.api.middlewares import ApiError
 from app.api.networks import address_in
 from app.api.openapi import Reply, describe
-from app.api.routes.common import ADMIN_ONLY, json_response, require_admin
+from app.api.routes.common import ADMIN_ONLY, audit, json_response, require_admin, tenant_of
 from app.store.backup import newest_backup_time
 from app.store.base import Occupancy, StoreUnavailableError
 
@@ -120,4 +120,6 @@ async def storage_info(request: web.Request) -> web.Response:
 @describe("Run retention now (admins)", {200: Reply("What was deleted.", Cleanup), 403: ADMIN_ONLY})
 async def storage_cleanup(request: web.Request) -> web.Response:
     require_admin(request)
-    return json_response(msgspec.convert(await request.app[RETENTION].run(), Cleanup))
+    summary = await request.app[RETENTION].run()
+    audit.info("user %s ran the storage cleanup: %d files deleted", tenant_of(request).name, summary["files_deleted"])
+    return json_response(msgspec.convert(summary, Cleanup))

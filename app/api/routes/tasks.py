@@ -26,7 +26,7 @@ from app.api.keys import EVENTS, MANAGER, METRICS, RATE_LIMITER, SETTINGS, STORE
 from app.api.middlewares import ApiError
 from app.api.networks import client_address
 from app.api.openapi import Reply, describe
-from app.api.routes.common import NO_TASK, RETRY_AFTER, json_response, task_of, tenant_of
+from app.api.routes.common import NO_TASK, RETRY_AFTER, audit, json_response, task_of, tenant_of
 from app.api.serializers import task_view
 from app.settings import Settings
 from app.store.base import STATUSES, QueueFullError, QuotaExceededError, StoreUnavailableError
@@ -36,8 +36,6 @@ from app.tasks import address_guard
 QUEUE_FULL_RETRY_AFTER_S = 30
 SSE_KEEPALIVE_S = 15.0
 log = logging.getLogger(__name__)
-# Who asked for, cancelled or deleted what: a user's name, never its token.
-audit = logging.getLogger("app.audit")
 routes = web.RouteTableDef()
 
 
