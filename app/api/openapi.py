@@ -155,7 +155,8 @@ def _build(routes: tuple[tuple[str, str, Described], ...]) -> bytes:
             "version": app.__version__,
             "description": "Downloads a video URL with yt-dlp in the background, optionally extracts the audio with "
             "FFmpeg, reports progress and serves the files. With tokens configured every /api/* request except "
-            "/api/health needs `Authorization: Bearer <token>`.",
+            "/api/health needs `Authorization: Bearer <token>`; a user's token sees only that user's tasks and "
+            "files (another user's answer 404), an admin's every task.",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
