@@ -56,6 +56,17 @@ _TENANT_TASKS = "FROM tasks WHERE tenant = {mark} AND parent_id IS NULL"
 # The window of a user's submissions_per_minute, and when a user at its active-task limit should try again.
 RATE_WINDOW_S = 60.0
 ACTIVE_LIMIT_RETRY_AFTER_S = 30
+# The schema migration (the same in both stores) that gives every task and file its user (app/tenants/):
+# those from before belong to the admin. Indexed for a user's list, counts, active tasks and submissions
+# of the last minute, and its files' bytes.
+USERS_MIGRATION = """
+ALTER TABLE tasks ADD COLUMN tenant TEXT NOT NULL DEFAULT 'admin';
+ALTER TABLE files ADD COLUMN tenant TEXT NOT NULL DEFAULT 'admin';
+CREATE INDEX tasks_tenant_seq ON tasks (tenant, seq) WHERE parent_id IS NULL;
+CREATE INDEX tasks_tenant_status ON tasks (tenant, status) WHERE parent_id IS NULL;
+CREATE INDEX tasks_tenant_created ON tasks (tenant, created_at) WHERE parent_id IS NULL;
+CREATE INDEX files_tenant_live ON files (tenant) WHERE removed_at IS NULL;
+"""
 # Rows of the next page start below this seq when no cursor is given.
 _NO_CURSOR = 2**63 - 1
 

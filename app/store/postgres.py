@@ -31,6 +31,7 @@ from app.store.base import (
     COMPLETED_SQL,
     ITEMS_BY_STATUS_SQL,
     JSON_COLUMNS,
+    USERS_MIGRATION,
     Limits,
     QueueFullError,
     StoreConnectError,
@@ -176,16 +177,8 @@ BEGIN
     RETURN NULL;
 END $$;
 """,
-    # 4: users: every task and file belongs to a user (app/tenants/); those from before to the admin.
-    # Indexed for a user's list, counts, active tasks and submissions of the last minute.
-    """
-ALTER TABLE tasks ADD COLUMN tenant TEXT NOT NULL DEFAULT 'admin';
-ALTER TABLE files ADD COLUMN tenant TEXT NOT NULL DEFAULT 'admin';
-CREATE INDEX tasks_tenant_seq ON tasks (tenant, seq) WHERE parent_id IS NULL;
-CREATE INDEX tasks_tenant_status ON tasks (tenant, status) WHERE parent_id IS NULL;
-CREATE INDEX tasks_tenant_created ON tasks (tenant, created_at) WHERE parent_id IS NULL;
-CREATE INDEX files_tenant_live ON files (tenant) WHERE removed_at IS NULL;
-""",
+    # 4: users (the same SQL in both stores).
+    USERS_MIGRATION,
 )
 
 _FOLD_COUNTS = """

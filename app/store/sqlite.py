@@ -18,6 +18,7 @@ from app.store.base import (
     ITEMS_BY_STATUS_SQL,
     JSON_COLUMNS,
     PROGRESS_FIELDS,
+    USERS_MIGRATION,
     Limits,
     QueueFullError,
     StoreConnectError,
@@ -135,16 +136,8 @@ CREATE TRIGGER tasks_item_count_delete AFTER DELETE ON tasks WHEN OLD.parent_id 
     UPDATE status_counts SET n = n - 1 WHERE status = 'item:' || OLD.status;
 END;
 """,
-    # 5: users: every task and file belongs to a user (app/tenants/); those from before to the admin.
-    # Indexed for a user's list, counts, active tasks and submissions of the last minute.
-    """
-ALTER TABLE tasks ADD COLUMN tenant TEXT NOT NULL DEFAULT 'admin';
-ALTER TABLE files ADD COLUMN tenant TEXT NOT NULL DEFAULT 'admin';
-CREATE INDEX tasks_tenant_seq ON tasks (tenant, seq) WHERE parent_id IS NULL;
-CREATE INDEX tasks_tenant_status ON tasks (tenant, status) WHERE parent_id IS NULL;
-CREATE INDEX tasks_tenant_created ON tasks (tenant, created_at) WHERE parent_id IS NULL;
-CREATE INDEX files_tenant_live ON files (tenant) WHERE removed_at IS NULL;
-""",
+    # 5: users (the same SQL in both stores).
+    USERS_MIGRATION,
 )
 
 

@@ -424,34 +424,29 @@ async def test_lists_reuse_and_file_bytes_are_each_users_own(store):
 
 async def test_tasks_and_files_from_before_users_belong_to_the_admin(tmp_path, postgres_url):
     # A SQLite database and a PostgreSQL one as the release before users left them: a task, its file.
+    rows = (
+        "INSERT INTO tasks (id, url, options, dedupe_key, status, created_at, updated_at)"
+        " VALUES ('old', 'http://x/old', '{}', 'k-old', 'completed', 1, 1)",
+        "INSERT INTO files (id, task_id, kind, path, name, size, created_at)"
+        " VALUES ('f', 'old', 'video', 'old/v', 'v', 5, 1)",
+    )
+    schema_version = "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
     sqlite_path = tmp_path / "tasks.sqlite3"
     with contextlib.closing(sqlite3.connect(sqlite_path)) as db:
-        db.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
+        db.execute(schema_version)
         for version, script in enumerate(sqlite_store._SQLITE_MIGRATIONS[:4], 1):
             db.executescript(script)
             db.execute("INSERT INTO schema_version VALUES (?, 1)", (version,))
-        db.execute(
-            "INSERT INTO tasks (id, url, options, dedupe_key, status, created_at, updated_at)"
-            " VALUES ('old', 'http://x/old', '{}', 'k-old', 'completed', 1, 1)"
-        )
-        db.execute(
-            "INSERT INTO files (id, task_id, kind, path, name, size, created_at)"
-            " VALUES ('f', 'old', 'video', 'old/v', 'v', 5, 1)"
-        )
+        for row in rows:
+            db.execute(row)
         db.commit()
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")
+        conn.execute(schema_version)
         for version, script in enumerate(postgres._MIGRATIONS[:3], 1):
             conn.execute(script)
             conn.execute("INSERT INTO schema_version VALUES (%s, 1)", (version,))
-        conn.execute(
-            "INSERT INTO tasks (id, url, options, dedupe_key, status, created_at, updated_at)"
-            " VALUES ('old', 'http://x/old', '{}', 'k-old', 'completed', 1, 1)"
-        )
-        conn.execute(
-            "INSERT INTO files (id, task_id, kind, path, name, size, created_at)"
-            " VALUES ('f', 'old', 'video', 'old/v', 'v', 5, 1)"
-        )
+        for row in rows:
+            conn.execute(row)
     for store in (SQLiteTaskStore(sqlite_path), await PostgresTaskStore.connect(postgres_url)):
         try:
             assert (await store.get("old"))["tenant"] == "admin"
