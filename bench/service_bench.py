@@ -111,7 +111,10 @@ def fill_store(db_path: Path, count: int) -> list[str]:
     return fill_sqlite(db_path, count)[:: max(1, count // 1000)]
 
 
-async def load(base: str, paths: list[str], connections: int, seconds: float) -> dict:
+async def load(
+    base: str, paths: list[str], connections: int, seconds: float, headers: list[dict] | None = None
+) -> dict:
+    """GETs of paths in turn on `connections` connections; headers, if given, one dict per path, sent with it."""
     latencies = []
     stop_at = time.perf_counter() + seconds
 
@@ -119,7 +122,8 @@ async def load(base: str, paths: list[str], connections: int, seconds: float) ->
         i = offset
         while time.perf_counter() < stop_at:
             started = time.perf_counter()
-            async with session.get(base + paths[i % len(paths)]) as response:
+            n = i % len(paths)
+            async with session.get(base + paths[n], headers=headers[n] if headers else None) as response:
                 await response.read()
                 assert response.status == 200, response.status
             latencies.append(time.perf_counter() - started)
