@@ -96,7 +96,8 @@ def fill_postgres(url: str, count: int, status=None) -> None:
         with conn.cursor().copy(f"COPY tasks ({COLUMNS}) FROM STDIN") as copy:
             for row in rows(count, status):
                 copy.write_row(row)
-        conn.execute(_FOLD_COUNTS)  # the load's count deltas, as the store folds them in use
+        for sql in _FOLD_COUNTS:  # the load's count deltas, as the store folds them in use
+            conn.execute(sql)
         conn.commit()
         conn.autocommit = True
         conn.execute("VACUUM ANALYZE tasks, task_counts")

@@ -14,8 +14,8 @@ reference            one simple token (VIDEO_API_TOKENS), an admin: the path fro
                      asking for its own tasks
 
 Targets: GET /api/status/<id> (ids the token's user may see) and GET /api/tasks?limit=50 (for a user
-the page is filtered in SQL and its counts are a GROUP BY over the tenant index, so they grow with
-the user's own tasks: every task in "1 user", 1/100 of them in "100 users"). Each case's figure is
+the page is filtered in SQL by the (tenant, seq) index and its counts are read from the per-user
+counters the triggers keep, so neither grows with the user's own tasks). Each case's figure is
 its best round; the ratio is to the reference's best round, with the range of the rounds' ratios.
 
 The load generator (service_bench.load, aiohttp) runs in this process on the same 2 cores as the

@@ -57,16 +57,23 @@ _TENANT_TASKS = "FROM tasks WHERE tenant = {mark} AND parent_id IS NULL"
 RATE_WINDOW_S = 60.0
 ACTIVE_LIMIT_RETRY_AFTER_S = 30
 # The schema migration (the same in both stores) that gives every task and file its user (app/tenants/):
-# those from before belong to the admin. Indexed for a user's list, counts, active tasks and submissions
-# of the last minute, and its files' bytes.
+# those from before belong to the admin. Indexed for a user's page, its submissions of the last minute and
+# its files' bytes. Each store adds tenant_counts, the user's top-level tasks by status kept by triggers.
 USERS_MIGRATION = """
 ALTER TABLE tasks ADD COLUMN tenant TEXT NOT NULL DEFAULT 'admin';
 ALTER TABLE files ADD COLUMN tenant TEXT NOT NULL DEFAULT 'admin';
 CREATE INDEX tasks_tenant_seq ON tasks (tenant, seq) WHERE parent_id IS NULL;
-CREATE INDEX tasks_tenant_status ON tasks (tenant, status) WHERE parent_id IS NULL;
 CREATE INDEX tasks_tenant_created ON tasks (tenant, created_at) WHERE parent_id IS NULL;
 CREATE INDEX files_tenant_live ON files (tenant) WHERE removed_at IS NULL;
 """
+# SQL (both stores; {mark}: the driver's) of a user's top-level tasks by status, from the counters the
+# triggers keep (SQLite: one row per user and status; PostgreSQL: delta rows, summed): a point read
+# however many tasks the user has.
+TENANT_COUNTS_SQL = "SELECT status, SUM(n) AS n FROM tenant_counts WHERE tenant = {mark} GROUP BY status"
+_TENANT_ACTIVE_SQL = (
+    "SELECT COALESCE(SUM(n), 0) AS n FROM tenant_counts WHERE tenant = {mark}"
+    " AND status IN ('queued', 'downloading', 'processing')"
+)
 # Rows of the next page start below this seq when no cursor is given.
 _NO_CURSOR = 2**63 - 1
 
@@ -148,8 +155,7 @@ def quota_queries(limits: Limits, now: float) -> list[QuotaQuery]:
                     ACTIVE_LIMIT_RETRY_AFTER_S,
                 )
 
-        sql = f"SELECT COUNT(*) AS n {_TENANT_TASKS} AND status IN ('queued', 'downloading', 'processing')"
-        queries.append((sql, (tenant,), active))
+        queries.append((_TENANT_ACTIVE_SQL, (tenant,), active))
     if (per_minute := limits.per_minute) is not None:
 
         def recent(row: Row) -> None:
@@ -372,18 +378,15 @@ class TaskStore(abc.ABC):
 
     async def counts_of(self, tenant: str) -> dict[str, int]:
         """A user's tasks by status, its playlists' items not counted."""
-        rows = await self._rows(
-            f"SELECT status, COUNT(*) AS n {_TENANT_TASKS} GROUP BY status".format(mark=self.MARK), (tenant,)
-        )
+        rows = await self._rows(TENANT_COUNTS_SQL.format(mark=self.MARK), (tenant,))
         return dict.fromkeys(STATUSES, 0) | {row["status"]: int(row["n"]) for row in rows}
 
     async def tenant_usage(self, tenant: str) -> tuple[int, int]:
         """A user's (tasks queued or running, bytes of its files on every host)."""
         mark = self.MARK
         sql = (
-            f"SELECT (SELECT COUNT(*) {_TENANT_TASKS.format(mark=mark)} AND status IN ('queued', 'downloading',"
-            f" 'processing')) AS active, (SELECT COALESCE(SUM(size), 0) FROM files WHERE tenant = {mark}"
-            " AND removed_at IS NULL) AS used"
+            f"SELECT ({_TENANT_ACTIVE_SQL.format(mark=mark)}) AS active, (SELECT COALESCE(SUM(size), 0) FROM files"
+            f" WHERE tenant = {mark} AND removed_at IS NULL) AS used"
         )
         row = (await self._rows(sql, (tenant, tenant)))[0]
         return int(row["active"]), int(row["used"])

@@ -177,14 +177,44 @@ BEGIN
     RETURN NULL;
 END $$;
 """,
-    # 4: users (the same SQL in both stores).
-    USERS_MIGRATION,
+    # 4: users (the same SQL in both stores), and their top-level tasks counted by status: delta rows,
+    # as task_counts, folded with it.
+    USERS_MIGRATION
+    + """
+CREATE TABLE tenant_counts (tenant TEXT NOT NULL, status TEXT NOT NULL, n BIGINT NOT NULL);
+CREATE INDEX tenant_counts_tenant ON tenant_counts (tenant, status);
+INSERT INTO tenant_counts (tenant, status, n)
+    SELECT tenant, status, COUNT(*) FROM tasks WHERE parent_id IS NULL GROUP BY tenant, status;
+CREATE OR REPLACE FUNCTION tasks_count() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        INSERT INTO task_counts (status, n) VALUES (OLD.status, -1);
+        IF OLD.parent_id IS NOT NULL THEN
+            INSERT INTO task_counts (status, n) VALUES ('item:' || OLD.status, -1);
+        ELSE
+            INSERT INTO tenant_counts (tenant, status, n) VALUES (OLD.tenant, OLD.status, -1);
+        END IF;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        INSERT INTO task_counts (status, n) VALUES (NEW.status, 1);
+        IF NEW.parent_id IS NOT NULL THEN
+            INSERT INTO task_counts (status, n) VALUES ('item:' || NEW.status, 1);
+        ELSE
+            INSERT INTO tenant_counts (tenant, status, n) VALUES (NEW.tenant, NEW.status, 1);
+        END IF;
+    END IF;
+    RETURN NULL;
+END $$;
+""",
 )
 
-_FOLD_COUNTS = """
-WITH folded AS (DELETE FROM task_counts RETURNING status, n)
-INSERT INTO task_counts (status, n) SELECT status, SUM(n) FROM folded GROUP BY status
-"""
+# Both counter tables folded at once: a user's deltas are never more than all tasks' deltas.
+_FOLD_COUNTS = (
+    "WITH folded AS (DELETE FROM task_counts RETURNING status, n)"
+    " INSERT INTO task_counts (status, n) SELECT status, SUM(n) FROM folded GROUP BY status",
+    "WITH folded AS (DELETE FROM tenant_counts RETURNING tenant, status, n)"
+    " INSERT INTO tenant_counts (tenant, status, n) SELECT tenant, status, SUM(n) FROM folded GROUP BY tenant, status",
+)
 
 
 def redact_url(url: str) -> str:
@@ -360,7 +390,7 @@ class PostgresTaskStore(TaskStore):
             cursor = await conn.execute("SELECT * FROM tasks WHERE id = %s", (task["id"],))
             created = await cursor.fetchone()
         if counted["deltas"] > _FOLD_AT:
-            await conn.execute(_FOLD_COUNTS)
+            await _fold_counts(conn)
         return created, True  # type: ignore[return-value]
 
     async def _expand(self, parent_id: str, playlist: dict[str, Any], items: list[NewTask], queue_limit: int) -> bool:
@@ -423,7 +453,7 @@ class PostgresTaskStore(TaskStore):
             )
             rows = await cursor.fetchall()
             if sum(row["deltas"] for row in rows) > _FOLD_AT:
-                await conn.execute(_FOLD_COUNTS)
+                await _fold_counts(conn)
             return rows
 
         rows = await self.run(count)
@@ -525,6 +555,11 @@ class PostgresTaskStore(TaskStore):
     async def close(self) -> None:
         await self.pool.close()
         await asyncio.gather(*self._closing)
+
+
+async def _fold_counts(conn: Connection) -> None:
+    for sql in _FOLD_COUNTS:
+        await conn.execute(sql)
 
 
 async def _insert(conn: Connection, task: NewTask, parent_id: str | None, now: float) -> None:

@@ -136,8 +136,27 @@ CREATE TRIGGER tasks_item_count_delete AFTER DELETE ON tasks WHEN OLD.parent_id 
     UPDATE status_counts SET n = n - 1 WHERE status = 'item:' || OLD.status;
 END;
 """,
-    # 5: users (the same SQL in both stores).
-    USERS_MIGRATION,
+    # 5: users (the same SQL in both stores), and their tasks counted by status.
+    USERS_MIGRATION
+    + """
+CREATE TABLE tenant_counts (tenant TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (tenant, status));
+INSERT INTO tenant_counts (tenant, status, n)
+    SELECT tenant, status, COUNT(*) FROM tasks WHERE parent_id IS NULL GROUP BY tenant, status;
+CREATE TRIGGER tasks_tenant_count_insert AFTER INSERT ON tasks WHEN NEW.parent_id IS NULL BEGIN
+    INSERT INTO tenant_counts (tenant, status, n) VALUES (NEW.tenant, NEW.status, 1)
+        ON CONFLICT (tenant, status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER tasks_tenant_count_update AFTER UPDATE OF status ON tasks
+    WHEN OLD.status <> NEW.status AND NEW.parent_id IS NULL BEGIN
+    UPDATE tenant_counts SET n = n - 1 WHERE tenant = OLD.tenant AND status = OLD.status;
+    INSERT INTO tenant_counts (tenant, status, n) VALUES (NEW.tenant, NEW.status, 1)
+        ON CONFLICT (tenant, status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER tasks_tenant_count_delete AFTER DELETE ON tasks WHEN OLD.parent_id IS NULL BEGIN
+    UPDATE tenant_counts SET n = n - 1 WHERE tenant = OLD.tenant AND status = OLD.status;
+END;
+""",
 )
 
 

@@ -127,6 +127,12 @@ async def on_hosts(backend: Backend, count: int, work) -> list:
 async def assert_counts_exact(store, backend: Backend) -> None:
     actual = dict.fromkeys(STATUSES, 0) | dict(backend.query("SELECT status, COUNT(*) FROM tasks GROUP BY status"))
     assert await store.counts() == actual
+    # Each user's counters, kept by triggers, against a count of its top-level tasks.
+    for (tenant,) in backend.query("SELECT DISTINCT tenant FROM tasks"):
+        top_level = backend.query(
+            f"SELECT status, COUNT(*) FROM tasks WHERE tenant = '{tenant}' AND parent_id IS NULL GROUP BY status"
+        )
+        assert await store.counts_of(tenant) == dict.fromkeys(STATUSES, 0) | dict(top_level)
 
 
 async def test_create_dedupes_active_urls_holds_the_queue_limit_and_claims_in_order(store, backend):
@@ -392,6 +398,7 @@ async def test_a_users_active_task_limit_holds_across_hosts_and_spares_other_use
         await store.create(_users_task(902, "alice"), 1000, Limits("alice", max_active=3))
     assert await store.counts_of("alice") == dict.fromkeys(STATUSES, 0) | {"queued": 3, "failed": 1}
     assert await store.counts_of("bob") == dict.fromkeys(STATUSES, 0) | {"queued": 1}
+    await assert_counts_exact(store, backend)
     assert (await store.tenant_usage("alice"))[0] == 3
 
 
