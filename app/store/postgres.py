@@ -185,26 +185,24 @@ CREATE TABLE tenant_counts (tenant TEXT NOT NULL, status TEXT NOT NULL, n BIGINT
 CREATE INDEX tenant_counts_tenant ON tenant_counts (tenant, status);
 INSERT INTO tenant_counts (tenant, status, n)
     SELECT tenant, status, COUNT(*) FROM tasks WHERE parent_id IS NULL GROUP BY tenant, status;
-CREATE OR REPLACE FUNCTION tasks_count() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION tenant_tasks_count() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP <> 'INSERT' THEN
-        INSERT INTO task_counts (status, n) VALUES (OLD.status, -1);
-        IF OLD.parent_id IS NOT NULL THEN
-            INSERT INTO task_counts (status, n) VALUES ('item:' || OLD.status, -1);
-        ELSE
+        IF OLD.parent_id IS NULL THEN
             INSERT INTO tenant_counts (tenant, status, n) VALUES (OLD.tenant, OLD.status, -1);
         END IF;
     END IF;
     IF TG_OP <> 'DELETE' THEN
-        INSERT INTO task_counts (status, n) VALUES (NEW.status, 1);
-        IF NEW.parent_id IS NOT NULL THEN
-            INSERT INTO task_counts (status, n) VALUES ('item:' || NEW.status, 1);
-        ELSE
+        IF NEW.parent_id IS NULL THEN
             INSERT INTO tenant_counts (tenant, status, n) VALUES (NEW.tenant, NEW.status, 1);
         END IF;
     END IF;
     RETURN NULL;
 END $$;
+CREATE TRIGGER tasks_tenant_count_insert_delete AFTER INSERT OR DELETE ON tasks
+    FOR EACH ROW EXECUTE FUNCTION tenant_tasks_count();
+CREATE TRIGGER tasks_tenant_count_update AFTER UPDATE OF status ON tasks
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION tenant_tasks_count();
 """,
 )
 
