@@ -56,16 +56,18 @@ _TENANT_TASKS = "FROM tasks WHERE tenant = {mark} AND parent_id IS NULL"
 # The window of a user's submissions_per_minute, and when a user at its active-task limit should try again.
 RATE_WINDOW_S = 60.0
 ACTIVE_LIMIT_RETRY_AFTER_S = 30
-# The schema migration (the same in both stores) that gives every task and file its user (app/tenants/):
-# those from before belong to the admin. Indexed for a user's page, its submissions of the last minute and
-# its files' bytes. Each store adds tenant_counts, the user's top-level tasks by status kept by triggers.
+# The schema migration (the same in both stores) that gives every task its user (app/tenants/): those from
+# before belong to the admin. A file's user is its task's, read through the join (_FILES), never stored twice:
+# a host of the release before, writing files during a rolling upgrade, cannot give a file another user.
+# Indexed for a user's page and its submissions of the last minute. Each store adds tenant_counts, the user's
+# top-level tasks by status kept by triggers.
 USERS_MIGRATION = """
 ALTER TABLE tasks ADD COLUMN tenant TEXT NOT NULL DEFAULT 'admin';
-ALTER TABLE files ADD COLUMN tenant TEXT NOT NULL DEFAULT 'admin';
 CREATE INDEX tasks_tenant_seq ON tasks (tenant, seq) WHERE parent_id IS NULL;
 CREATE INDEX tasks_tenant_created ON tasks (tenant, created_at) WHERE parent_id IS NULL;
-CREATE INDEX files_tenant_live ON files (tenant) WHERE removed_at IS NULL;
 """
+# File records with their task's user.
+_FILES = "SELECT files.*, tasks.tenant FROM files JOIN tasks ON tasks.id = files.task_id"
 # SQL (both stores; {mark}: the driver's) of a user's top-level tasks by status, from the counters the
 # triggers keep (SQLite: one row per user and status; PostgreSQL: delta rows, summed): a point read
 # however many tasks the user has.
@@ -385,15 +387,19 @@ class TaskStore(abc.ABC):
         """A user's (tasks queued or running, bytes of its files on every host)."""
         mark = self.MARK
         sql = (
-            f"SELECT ({_TENANT_ACTIVE_SQL.format(mark=mark)}) AS active, (SELECT COALESCE(SUM(size), 0) FROM files"
-            f" WHERE tenant = {mark} AND removed_at IS NULL) AS used"
+            f"SELECT ({_TENANT_ACTIVE_SQL.format(mark=mark)}) AS active, (SELECT COALESCE(SUM(files.size), 0)"
+            f" FROM files JOIN tasks ON tasks.id = files.task_id WHERE tasks.tenant = {mark}"
+            " AND files.removed_at IS NULL) AS used"
         )
         row = (await self._rows(sql, (tenant, tenant)))[0]
         return int(row["active"]), int(row["used"])
 
     async def bytes_by_tenant(self) -> dict[str, int]:
         """Bytes of every user's files not yet removed, on every host."""
-        sql = "SELECT tenant, SUM(size) AS used FROM files WHERE removed_at IS NULL GROUP BY tenant"
+        sql = (
+            "SELECT tasks.tenant, SUM(files.size) AS used FROM files JOIN tasks ON tasks.id = files.task_id"
+            " WHERE files.removed_at IS NULL GROUP BY tasks.tenant"
+        )
         return {row["tenant"]: int(row["used"]) for row in await self._rows(sql)}
 
     @abc.abstractmethod
@@ -416,7 +422,7 @@ class TaskStore(abc.ABC):
         return Occupancy(running, rows[0]["oldest_queued_at"])
 
     async def get_file(self, file_id: str) -> FileRecord | None:
-        rows = await self._rows(f"SELECT * FROM files WHERE id = {self.MARK}", (file_id,))
+        rows = await self._rows(f"{_FILES} WHERE files.id = {self.MARK}", (file_id,))
         return rows[0] if rows else None  # type: ignore[return-value]
 
     async def reusable(self, media_key: str, tenant: str) -> list[TaskRecord]:
@@ -435,12 +441,12 @@ class TaskStore(abc.ABC):
         return await self._rows(sql, (parent_id,))  # type: ignore[return-value]
 
     async def task_files(self, task_id: str) -> list[FileRecord]:
-        return await self._rows(f"SELECT * FROM files WHERE task_id = {self.MARK}", (task_id,))  # type: ignore[return-value]
+        return await self._rows(f"{_FILES} WHERE files.task_id = {self.MARK}", (task_id,))  # type: ignore[return-value]
 
     async def live_files(self) -> list[FileRecord]:
         """This node's files not yet removed, oldest first."""
-        owned, owner = self._owned("node")
-        sql = f"SELECT * FROM files WHERE removed_at IS NULL{owned} ORDER BY created_at, id"
+        owned, owner = self._owned("files.node")
+        sql = f"{_FILES} WHERE files.removed_at IS NULL{owned} ORDER BY files.created_at, files.id"
         return await self._rows(sql, owner)  # type: ignore[return-value]
 
     async def live_bytes(self, every_node: bool = False) -> tuple[int, int]:

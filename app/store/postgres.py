@@ -494,8 +494,7 @@ class PostgresTaskStore(TaskStore):
             async with conn.transaction():
                 cursor = await conn.execute(
                     f"UPDATE tasks SET {COMPLETED_SQL}, video_file_id = %s, audio_file_id = %s, files = %s,"
-                    f" finished_at = %s, updated_at = %s WHERE id = %s AND {RUNNING_SQL}{owned}"
-                    " RETURNING owner, tenant",
+                    f" finished_at = %s, updated_at = %s WHERE id = %s AND {RUNNING_SQL}{owned} RETURNING owner",
                     (video, audio, Jsonb(listing), now, now, task_id, *owner),
                 )
                 completed = await cursor.fetchone()
@@ -503,8 +502,8 @@ class PostgresTaskStore(TaskStore):
                     return False
                 async with conn.cursor() as cursor:
                     await cursor.executemany(
-                        "INSERT INTO files (id, task_id, kind, language, path, name, size, created_at, node, tenant)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        "INSERT INTO files (id, task_id, kind, language, path, name, size, created_at, node)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                         [
                             (
                                 f["id"],
@@ -516,7 +515,6 @@ class PostgresTaskStore(TaskStore):
                                 f["size"],
                                 now,
                                 completed["owner"],
-                                completed["tenant"],
                             )
                             for f in files
                         ],

@@ -77,7 +77,7 @@ class FileRecord(TypedDict):
     removed_at: float | None
     removed_reason: str | None
     node: str | None
-    tenant: str  # its task's user
+    tenant: str  # its task's user (read through the task: app/store/base.py)
 
 
 class NewTask(TypedDict):

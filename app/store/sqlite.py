@@ -424,8 +424,8 @@ class SQLiteTaskStore(TaskStore):
         try:
             for file in files:
                 self._db.execute(
-                    "INSERT INTO files (id, task_id, kind, language, path, name, size, created_at, node, tenant)"
-                    " SELECT ?, ?, ?, ?, ?, ?, ?, ?, owner, tenant FROM tasks WHERE id = ?",
+                    "INSERT INTO files (id, task_id, kind, language, path, name, size, created_at, node)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, (SELECT owner FROM tasks WHERE id = ?))",
                     (
                         file["id"],
                         task_id,
