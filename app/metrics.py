@@ -7,7 +7,7 @@ idle service, and counting a request is a dict update instead of labels() with i
 
 import bisect
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from aiohttp import web
 
@@ -44,6 +44,13 @@ class _Histogram:
             total += count
             cumulative.append((bound, total))
         family.add_metric(labels, cumulative, self.sum)
+
+
+class CacheStats(NamedTuple):
+    hits: int
+    misses: int
+    entries: int
+    size_bytes: int
 
 
 class Metrics:
@@ -97,11 +104,13 @@ class Metrics:
         free_bytes: int,
         last_backup: float | None = None,
         user_bytes: dict[str, int] | None = None,
+        views: CacheStats | None = None,
     ) -> web.Response:
         """counts, occupancy, used_bytes and user_bytes are None while the task database cannot be
         reached: their families are left out, and video_api_database_up says 0. last_backup: when the
         newest SQLite backup was taken (0: none yet), None on PostgreSQL, whose backups pgBackRest
-        reports. user_bytes: bytes of each user's files, every user of the tenants file present."""
+        reports. user_bytes: bytes of each user's files, every user of the tenants file present.
+        views: the task view cache's figures (app/api/view_cache.py)."""
         from prometheus_client import generate_latest
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
         from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -219,6 +228,21 @@ class Metrics:
             user_tasks,
             user_refusals,
         ]
+        if views is not None:
+            families += [
+                CounterMetricFamily(
+                    "video_api_view_cache_hits", "Task views answered from memory (status and lists).", views.hits
+                ),
+                CounterMetricFamily(
+                    "video_api_view_cache_misses", "Task views read from the task store.", views.misses
+                ),
+                GaugeMetricFamily("video_api_view_cache_entries", "Task views kept in memory.", views.entries),
+                GaugeMetricFamily(
+                    "video_api_view_cache_bytes",
+                    "Memory the kept task views take, estimated (VIDEO_API_VIEW_CACHE_MB caps it).",
+                    views.size_bytes,
+                ),
+            ]
         if last_backup is not None:
             families.append(
                 GaugeMetricFamily(

@@ -254,6 +254,16 @@ class Settings:
         low=3.0,
     )
 
+    view_cache_mb: int = setting(
+        "VIDEO_API_VIEW_CACHE_MB",
+        32,
+        "Megabytes of task views (as `GET /api/status` and the list answer them) kept in memory, least recently"
+        " used out first; about 1 KB a task. Several hosts: a change on another host drops its view here as its"
+        " announcement arrives. 0: every answer reads the task store.",
+        low=0,
+        high=65536,
+    )
+
     @property
     def node_name(self) -> str:
         return self.node_id or socket.gethostname()

@@ -21,9 +21,11 @@ from app.api.keys import (
     RETENTION,
     SETTINGS,
     STORE,
+    VIEWS,
 )
 from app.api.routes import add_routes
 from app.api.serializers import task_view
+from app.api.view_cache import ViewCache
 from app.metrics import Metrics
 from app.settings import Settings
 from app.store.base import TaskStore
@@ -54,6 +56,9 @@ async def open_store(settings: Settings) -> tuple[TaskStore, "Cluster | None"]:
 async def _services(application: web.Application) -> AsyncIterator[None]:
     settings, hub = application[SETTINGS], application[EVENTS]
     store, cluster = await open_store(settings)
+    # Off on several hosts until the cluster hears other hosts' changes (Cluster.start).
+    views = ViewCache(settings.view_cache_mb << 20, enabled=cluster is None)
+    store.observe(views.forget_tasks)
     store.observe(hub.publish_changes)
     retention = Retention(settings, store, application[DIRECTORY].storage_limits)
     manager = Manager(
@@ -61,13 +66,14 @@ async def _services(application: web.Application) -> AsyncIterator[None]:
     )
     callbacks = Callbacks(settings, lambda task: encode(task_view(task)))
     application[STORE] = store
+    application[VIEWS] = views
     application[MANAGER] = manager
     application[RETENTION] = retention
     application[CALLBACKS] = callbacks
     hub.listeners.append(callbacks.on_task)
     if cluster is not None:
         application[CLUSTER] = cluster
-        await cluster.start(manager, hub)
+        await cluster.start(manager, hub, views)
     background = [asyncio.create_task(retention.run_periodically())]
     if application[DIRECTORY].path is not None:
         background.append(asyncio.create_task(application[DIRECTORY].watch()))

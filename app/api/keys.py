@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from app.api.ratelimit import RateLimiter
+from app.api.view_cache import ViewCache
 from app.metrics import Metrics
 from app.settings import Settings
 from app.store.base import TaskStore
@@ -27,6 +28,7 @@ METRICS = web.AppKey("metrics", Metrics)
 EVENTS = web.AppKey("events", EventHub)
 CALLBACKS = web.AppKey("callbacks", Callbacks)
 DIRECTORY = web.AppKey("directory", Directory)
+VIEWS = web.AppKey("views", ViewCache)
 # Who sent the request: set by the token check (app/api/middlewares.py); the admin without tokens.
 TENANT = web.RequestKey("tenant", Tenant)
 # Several hosts only: absent on a single host.

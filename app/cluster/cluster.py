@@ -32,6 +32,16 @@ CLAIM_POLL_S = 1.0
 log = logging.getLogger(__name__)
 
 
+class Views(Protocol):
+    """What the cluster needs of this host's cache of task views (app/api/view_cache.py)."""
+
+    def forget(self, task_ids: list[str]) -> None: ...
+
+    def suspend(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
 class Workers(Protocol):
     """What the cluster needs of this host's task manager."""
 
@@ -68,15 +78,18 @@ class Cluster:
         """The database's time, as this host estimates it."""
         return time.time() + self._clock_offset_s
 
-    async def start(self, workers: Workers, hub: EventHub) -> None:
-        """Join: announce this host's task changes, follow the others', keep leases and liveness."""
+    async def start(self, workers: Workers, hub: EventHub, views: Views) -> None:
+        """Join: announce this host's task changes, follow the others' (and keep views of them only
+        while their announcements can be heard), keep leases and liveness."""
         self._clock_offset_s = await self._database.heartbeat(self._url)
         self._proxy = FileProxy(self.secret, self.node, self.clock, self._tls)
         self._workers = workers
         self._store.observe(self._announce)
         self._loops = [
             asyncio.create_task(self._keep_leases(workers)),
-            asyncio.create_task(self._database.listen(lambda task_id: self._republish(hub, task_id))),
+            asyncio.create_task(
+                self._database.listen(lambda task_id: self._republish(hub, views, task_id), views.suspend)
+            ),
         ]
 
     async def stop(self) -> None:
@@ -112,17 +125,20 @@ class Cluster:
     async def _announce(self, tasks: list[TaskRecord]) -> None:
         await self._database.announce([task["id"] for task in tasks])
 
-    async def _republish(self, hub: EventHub, task_id: str | None) -> None:
-        """Another host changed a task: its followers here see it too (its callbacks are that host's),
-        and a task queued anywhere wakes this host's scheduler."""
+    async def _republish(self, hub: EventHub, views: Views, task_id: str | None) -> None:
+        """Another host changed a task: its view here is dropped, its followers here see it too (its
+        callbacks are that host's), and a task queued anywhere wakes this host's scheduler."""
         if task_id is not None:
+            views.forget([task_id])
             task = await self._store.get(task_id)
             if task is not None:
                 hub.publish(task, local=False)
                 if task["status"] == "queued" and self._workers is not None:
                     self._workers.wake()
             return
-        # Announcements may have been missed: catch every followed task up, and look for queued work.
+        # Announcements may have been missed: start the views afresh, catch every followed task up,
+        # and look for queued work.
+        views.resume()
         for followed_id, updated_at in hub.followed():
             task = await self._store.get(followed_id)
             if task is not None and task["updated_at"] != updated_at:

@@ -89,16 +89,21 @@ class ClusterDatabase:
                 f"SELECT pg_notify('{CHANNEL}', %s || ' ' || id) FROM unnest(%s::text[]) AS id", (self.node, task_ids)
             )
 
-    async def listen(self, on_change: Callable[[str | None], Awaitable[None]]) -> None:
+    async def listen(self, on_change: Callable[[str | None], Awaitable[None]], on_lost: Callable[[], None]) -> None:
         """Until cancelled, await on_change(task_id) for each task another host announced, and
-        on_change(None) after (re)connecting, when announcements may have been missed. A lost
-        connection is said once, with its cause, and again once it is back."""
+        on_change(None) after (re)connecting, when announcements may have been missed; on_lost()
+        as soon as the connection breaks. A lost connection is said once, with its cause, and again
+        once it is back."""
         conninfo = self._store.pool.conninfo
         assert isinstance(conninfo, str)  # the store builds its pool from a string
         interrupted = False
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                # Named, so an operator (or a test) can tell this host's listener in pg_stat_activity.
+                name = f"video-api listener {self.node}"[:63]
+                async with await psycopg.AsyncConnection.connect(
+                    conninfo, autocommit=True, application_name=name
+                ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     if interrupted:
                         log.warning("task announcements from other hosts resumed")
@@ -109,6 +114,7 @@ class ClusterDatabase:
                         if origin != self.node:
                             await on_change(task_id)
             except Exception as exc:  # whatever broke, listening must go on
+                on_lost()
                 if not interrupted:
                     cause = scrub(str(exc).strip() or type(exc).__name__, self._store.url)
                     log.warning("task announcements from other hosts interrupted (%s); reconnecting", cause)

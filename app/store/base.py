@@ -340,6 +340,11 @@ class TaskStore(abc.ABC):
         rows = await self._rows(f"SELECT * FROM tasks WHERE id = {self.MARK}", (task_id,))
         return rows[0] if rows else None  # type: ignore[return-value]
 
+    async def get_many(self, task_ids: list[str]) -> list[TaskRecord]:
+        """The tasks of these ids that exist, in no particular order."""
+        marks = ", ".join([self.MARK] * len(task_ids))
+        return await self._rows(f"SELECT * FROM tasks WHERE id IN ({marks})", tuple(task_ids))  # type: ignore[return-value]
+
     async def page(
         self,
         status: str | None,
@@ -348,10 +353,11 @@ class TaskStore(abc.ABC):
         before: int | None = None,
         parent_id: str | None = None,
         tenant: str | None = None,
+        columns: str = "*",
     ) -> list[TaskRecord]:
         """Tasks that are no playlist's items (with tenant: that user's), newest first; with before,
         only tasks older than the task whose seq it is. With parent_id: that playlist's items, in the
-        playlist's order."""
+        playlist's order. columns: the columns to read (SQL), all by default."""
         mark = self.MARK
         conditions = [f"seq < {mark}"]
         params: list[int | str] = [_NO_CURSOR if before is None else before]
@@ -367,7 +373,8 @@ class TaskStore(abc.ABC):
             conditions.append(f"status = {mark}")
             params.append(status)
         order = "DESC" if parent_id is None else "ASC"
-        sql = f"SELECT * FROM tasks WHERE {' AND '.join(conditions)} ORDER BY seq {order} LIMIT {mark} OFFSET {mark}"
+        where = " AND ".join(conditions)
+        sql = f"SELECT {columns} FROM tasks WHERE {where} ORDER BY seq {order} LIMIT {mark} OFFSET {mark}"
         return await self._rows(sql, (*params, limit, offset))  # type: ignore[return-value]
 
     async def counts(self, top_level: bool = False) -> dict[str, int]:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from app.cluster.file_ids import new_file_id
 from app.metrics import Metrics
 from app.settings import Settings
 from app.store.base import STATUSES, Limits, QueueFullError, StoreUnavailableError, TaskStore
@@ -476,7 +477,7 @@ class Manager:
                 return
             files.append(
                 NewFile(
-                    id=uuid.uuid4().hex,
+                    id=new_file_id(self.settings.node_name),
                     kind=file.kind,
                     language=file.language,
                     path=f"{task_id}/{file.file}",

@@ -6,12 +6,14 @@ import hashlib
 import hmac
 import http.server
 import json
+import re
 import secrets
 import signal
 import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 import requests
 
@@ -384,3 +386,94 @@ def test_users_are_kept_apart_and_held_to_their_limits_across_hosts(hosts, media
     for host in (a, b):
         assert as_user("alice", "GET", host, task["files"]["video"]).status_code == 200
         assert as_user("bob", "GET", host, task["files"]["video"]).status_code == 404
+
+
+class _Reader(threading.Thread):
+    """Reads a task's status on a host in a loop: (sent, answered, status) of every answer."""
+
+    def __init__(self, host: ServiceProcess, task_id: str):
+        super().__init__(daemon=True)
+        self.url, self.answers, self.done = f"{host.base}/api/status/{task_id}", [], threading.Event()
+
+    def run(self):
+        with requests.Session() as session:
+            while not self.done.is_set():
+                sent = time.monotonic()
+                status = session.get(self.url, timeout=10).json()["status"]
+                self.answers.append((sent, time.monotonic(), status))
+
+    def after(self, moment: float) -> list[str]:
+        """The statuses of the answers to requests sent after moment."""
+        return [status for sent, _, status in self.answers if sent >= moment]
+
+
+def _cached_on(host: ServiceProcess, task_id: str) -> int:
+    """Reads the task on host until its view is answered from memory; returns the host's hits."""
+    for _ in range(50):
+        host.get(f"/api/status/{task_id}")
+        text = requests.get(f"{host.base}/metrics", timeout=10).text
+        hits = int(float(re.search(r"^video_api_view_cache_hits_total (\S+)$", text, re.M)[1]))
+        if hits:
+            return hits
+        time.sleep(0.1)
+    raise AssertionError(f"{task_id} never answered from memory on {host.name}")
+
+
+def _cancel_and_read(writer: ServiceProcess, reader_host: ServiceProcess, task_id: str) -> tuple[float, list[str]]:
+    """Cancels the task on writer while reader_host's status is read in a loop; returns the seconds
+    from the cancel's answer to the first answer saying so on reader_host, and the statuses read
+    after the cancel returned."""
+    reader = _Reader(reader_host, task_id)
+    reader.start()
+    while not reader.answers:
+        time.sleep(0.01)
+    response = requests.delete(f"{writer.base}/api/tasks/{task_id}", timeout=10)
+    returned = time.monotonic()
+    assert response.status_code == 200 and response.json()["status"] == "cancelled", response.text
+    deadline = returned + 10
+    while "cancelled" not in reader.after(returned) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)  # and a while more: it must stay so
+    reader.done.set()
+    reader.join()
+    seen = [answered for sent, answered, status in reader.answers if sent >= returned and status == "cancelled"]
+    assert seen, f"{reader_host.name} still answers {reader.after(returned)[-1]!r} 10 s after the cancel"
+    return seen[0] - returned, reader.after(returned)
+
+
+def test_a_change_on_one_host_is_never_answered_stale_by_another(hosts, media_server):
+    a, b = hosts("a"), hosts("b")
+    task_id = a.submit(media_server.url(SLOW + "&stale=1"), extract_audio=False)
+    a.wait(task_id, lambda s: s["status"] == "downloading")
+    _cached_on(b, task_id)
+    delay, statuses = _cancel_and_read(a, b, task_id)
+    print(f"cancel on a -> b answers it {delay * 1000:.1f} ms after a's answer; {len(statuses)} reads on b since")
+    # Once b says cancelled it never says otherwise: no view from before the change comes back.
+    first = statuses.index("cancelled")
+    assert set(statuses[first:]) == {"cancelled"}, statuses
+    # What b answered meanwhile came from a notification on its way, not from an old row kept.
+    assert delay < 2.0, delay
+
+
+def test_views_are_dropped_while_the_listener_is_cut_and_its_announcements_lost(hosts, media_server, postgres_url):
+    a, b = hosts("a"), hosts("b")
+    task_id = a.submit(media_server.url(SLOW + "&cut=1"), extract_audio=False)
+    a.wait(task_id, lambda s: s["status"] == "downloading")
+    hits = _cached_on(b, task_id)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        (cut,) = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
+            ("video-api listener b",),
+        ).fetchone()
+    assert cut == 1
+    # The cancel's announcement is sent while b is not listening (it reconnects a second later).
+    delay, statuses = _cancel_and_read(a, b, task_id)
+    assert set(statuses[statuses.index("cancelled") :]) == {"cancelled"}, statuses
+    log = Path(b.log.name)
+    deadline = time.monotonic() + 10
+    while b"task announcements from other hosts resumed" not in log.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert b"task announcements from other hosts interrupted" in log.read_bytes()
+    assert b.get(f"/api/status/{task_id}")["status"] == "cancelled"
+    assert _cached_on(b, task_id) > hits  # answered from memory again once announcements are heard
+    print(f"listener cut: b answered the missed cancel {delay * 1000:.1f} ms after a's answer")

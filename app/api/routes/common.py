@@ -27,10 +27,15 @@ def json_response(value: msgspec.Struct, status: int = 200, headers: Mapping[str
     return web.Response(body=encode(value), status=status, headers=headers, content_type="application/json")
 
 
+def no_task(task_id: str) -> ApiError:
+    """The answer for a task that does not exist, or that the request's user may not see."""
+    return ApiError(404, "task_not_found", f"no task {task_id!r}")
+
+
 def task_id_of(request: web.Request) -> str:
     task_id = request.match_info["task_id"]
     if not ID.fullmatch(task_id):
-        raise ApiError(404, "task_not_found", f"no task {task_id!r}")
+        raise no_task(task_id)
     return task_id
 
 
@@ -57,7 +62,7 @@ async def task_of(request: web.Request, task_id: str | None = None) -> TaskRecor
     task_id = task_id or task_id_of(request)
     task = await request.app[STORE].get(task_id)
     if task is None or not sees(request, task["tenant"]):
-        raise ApiError(404, "task_not_found", f"no task {task_id!r}")
+        raise no_task(task_id)
     return task
 
 

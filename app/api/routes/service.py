@@ -11,7 +11,7 @@ import app
 from app import health
 from app.api import openapi, webpage
 from app.api.contract import Cleanup, Health, Index, StorageInfo
-from app.api.keys import CLUSTER, DIRECTORY, MANAGER, METRICS, RETENTION, SETTINGS, STORE
+from app.api.keys import CLUSTER, DIRECTORY, MANAGER, METRICS, RETENTION, SETTINGS, STORE, VIEWS
 from app.api.middlewares import ApiError
 from app.api.networks import address_in
 from app.api.openapi import Reply, describe
@@ -90,7 +90,9 @@ async def metrics(request: web.Request) -> web.Response:
     # A listing of a few files: cheap enough to read on every scrape, so it is never stale.
     last_backup = None if settings.database_url else newest_backup_time(settings) or 0.0
     running = request.app[MANAGER].running_count
-    return request.app[METRICS].render(settings, counts, occupancy, running, used, disk.free, last_backup, user_bytes)
+    views = request.app[VIEWS].stats()
+    metrics = request.app[METRICS]
+    return metrics.render(settings, counts, occupancy, running, used, disk.free, last_backup, user_bytes, views)
 
 
 @routes.get("/api/storage/info")

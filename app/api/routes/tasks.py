@@ -22,11 +22,21 @@ from app.api.contract import (
     encode,
     parse_query,
 )
-from app.api.keys import EVENTS, MANAGER, METRICS, RATE_LIMITER, SETTINGS, STORE, TENANT
+from app.api.keys import EVENTS, MANAGER, METRICS, RATE_LIMITER, SETTINGS, STORE, TENANT, VIEWS
 from app.api.middlewares import ApiError
 from app.api.networks import client_address
 from app.api.openapi import Reply, describe
-from app.api.routes.common import NO_TASK, RETRY_AFTER, audit, json_response, task_of, tenant_of
+from app.api.routes.common import (
+    NO_TASK,
+    RETRY_AFTER,
+    audit,
+    json_response,
+    no_task,
+    sees,
+    task_id_of,
+    task_of,
+    tenant_of,
+)
 from app.api.serializers import task_view
 from app.settings import Settings
 from app.store.base import STATUSES, QueueFullError, QuotaExceededError, StoreUnavailableError
@@ -169,7 +179,11 @@ async def _reusable(request: web.Request, url: str, options: dict[str, Any], ten
 @routes.get("/api/status/{task_id}")
 @describe("Status and progress of a task", {200: Reply("The task.", TaskView), 404: NO_TASK})
 async def status(request: web.Request) -> web.Response:
-    return json_response(task_view(await task_of(request)))
+    task_id = task_id_of(request)
+    view = await request.app[VIEWS].view(request.app[STORE], task_id)
+    if view is None or not sees(request, view.owner):  # another user's: the same answer as no task
+        raise no_task(task_id)
+    return web.Response(body=view.body, content_type="application/json")
 
 
 @routes.delete("/api/tasks/{task_id}")
@@ -265,7 +279,9 @@ async def list_tasks(request: web.Request) -> web.Response:
     # One row more tells whether a next page exists. Top-level tasks: keyset paging, `before` is the
     # cursor of the page's `next` link (its cost does not grow with depth as a large offset's does);
     # a playlist's items, at most VIDEO_API_PLAYLIST_MAX_ITEMS in its order: offset.
-    tasks = await store.page(query.status, query.limit + 1, query.offset, query.before, query.parent_id, owner)
+    tasks = await store.page(
+        query.status, query.limit + 1, query.offset, query.before, query.parent_id, owner, "id, seq, updated_at"
+    )
     next_link = None
     if len(tasks) > query.limit:
         tasks = tasks[: query.limit]
@@ -276,5 +292,7 @@ async def list_tasks(request: web.Request) -> web.Response:
             cursor |= {"parent_id": query.parent_id, "offset": query.offset + query.limit}
         next_link = "/api/tasks?" + urllib.parse.urlencode({k: v for k, v in cursor.items() if v is not None})
     total = counts.get(query.status, 0) if query.status else sum(counts.values())
-    page = TaskList(counts, total, query.limit, query.offset, next_link, [task_view(task) for task in tasks])
+    views = await request.app[VIEWS].views(store, tasks)  # type: ignore[arg-type]
+    # Each view is JSON already: msgspec writes a Raw as it is.
+    page = TaskList(counts, total, query.limit, query.offset, next_link, [msgspec.Raw(view.body) for view in views])  # type: ignore[misc]
     return json_response(page)

@@ -1,0 +1,135 @@
+"""Task views as clients get them, encoded once and kept in memory: a status answer is a dict
+lookup instead of a database round trip and a serialization. Bounded by bytes, least recently
+used first out.
+
+Freshness: every change made through this host's store forgets the task's view (the store tells
+its observers after each write); on several hosts, each task another host announces is forgotten
+as its notification arrives, and the whole cache is off while the announcements cannot be heard
+(flushed when the listener connects again, so a missed announcement never leaves a stale view).
+A read that raced a change - it fetched the row before the change, the change was told before the
+read was kept - is not kept: each fill is checked against the forgets that came in meanwhile."""
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from app.api.contract import encode
+from app.api.serializers import task_view
+from app.metrics import CacheStats
+from app.store.base import TaskStore
+from app.store.records import TaskRecord
+
+# What an entry costs beyond its body: the key, the entry object, its place in the ordered dict.
+_ENTRY_OVERHEAD_BYTES = 250
+
+
+@dataclass(frozen=True, slots=True)
+class CachedView:
+    owner: str
+    updated_at: float
+    body: bytes  # the task's JSON view
+
+
+class ViewCache:
+    def __init__(self, max_bytes: int, enabled: bool = True) -> None:
+        self.max_bytes = max_bytes
+        self._enabled = enabled and max_bytes > 0
+        self._views: OrderedDict[str, CachedView] = OrderedDict()
+        # Reads under way: task id -> the token of the latest; a forget removes it, so that read's
+        # (possibly older) row is not kept.
+        self._reading: dict[str, object] = {}
+        self.size_bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    async def view(self, store: TaskStore, task_id: str) -> CachedView | None:
+        """The task's view, from memory or else from the store (None: no such task)."""
+        cached = self._views.get(task_id)
+        if cached is not None:
+            self._views.move_to_end(task_id)
+            self.hits += 1
+            return cached
+        self.misses += 1
+        token = self._begin(task_id)
+        task = await store.get(task_id)
+        return None if task is None else self._keep(task, token)
+
+    async def views(self, store: TaskStore, rows: list[dict[str, Any]]) -> list[CachedView]:
+        """The views of a page's rows ({id, updated_at}), in their order: those whose row was updated
+        since their view was kept are read again, all in one query."""
+        found: dict[str, CachedView] = {}
+        stale: list[str] = []
+        for row in rows:
+            cached = self._views.get(row["id"])
+            if cached is not None and cached.updated_at == row["updated_at"]:
+                self._views.move_to_end(row["id"])
+                found[row["id"]] = cached
+            else:
+                stale.append(row["id"])
+        self.hits += len(found)
+        self.misses += len(stale)
+        if stale:
+            tokens = {task_id: self._begin(task_id) for task_id in stale}
+            for task in await store.get_many(stale):
+                found[task["id"]] = self._keep(task, tokens[task["id"]])
+        # A task deleted between the two queries is left out.
+        return [found[row["id"]] for row in rows if row["id"] in found]
+
+    def stats(self) -> CacheStats:
+        return CacheStats(self.hits, self.misses, len(self._views), self.size_bytes)
+
+    def forget(self, task_ids: Iterable[str]) -> None:
+        for task_id in task_ids:
+            self._reading.pop(task_id, None)
+            cached = self._views.pop(task_id, None)
+            if cached is not None:
+                self.size_bytes -= _cost(task_id, cached)
+
+    async def forget_tasks(self, tasks: list[TaskRecord]) -> None:
+        """A store observer: these tasks changed."""
+        self.forget(task["id"] for task in tasks)
+
+    def suspend(self) -> None:
+        """Keep nothing and serve nothing from memory (task changes cannot be heard)."""
+        self._enabled = False
+        self._flush()
+
+    def resume(self) -> None:
+        """Start again from empty (task changes can be heard again)."""
+        self._flush()
+        self._enabled = self.max_bytes > 0
+
+    def _flush(self) -> None:
+        self._views.clear()
+        self._reading.clear()
+        self.size_bytes = 0
+
+    def _begin(self, task_id: str) -> object:
+        token = object()
+        if self._enabled:
+            self._reading[task_id] = token
+        return token
+
+    def _keep(self, task: TaskRecord, token: object) -> CachedView:
+        task_id = task["id"]
+        cached = CachedView(task["tenant"], task["updated_at"], encode(task_view(task)))
+        if self._reading.get(task_id) is not token:
+            return cached  # forgotten meanwhile (or the cache is off): served once, not kept
+        del self._reading[task_id]
+        previous = self._views.pop(task_id, None)
+        if previous is not None:
+            self.size_bytes -= _cost(task_id, previous)
+        self._views[task_id] = cached
+        self.size_bytes += _cost(task_id, cached)
+        while self.size_bytes > self.max_bytes and self._views:
+            evicted_id, evicted = self._views.popitem(last=False)
+            self.size_bytes -= _cost(evicted_id, evicted)
+        return cached
+
+
+def _cost(task_id: str, cached: CachedView) -> int:
+    return len(cached.body) + len(task_id) + _ENTRY_OVERHEAD_BYTES

@@ -1,0 +1,120 @@
+"""The task view cache on a real SQLite store: what it keeps, what it forgets, what it must never
+keep (a read that raced a change), its bound. Across hosts (announcements, a cut listener):
+tests/cluster/test_cluster.py."""
+
+import asyncio
+
+import msgspec
+import pytest
+
+from app.api.contract import encode
+from app.api.serializers import task_view
+from app.api.view_cache import ViewCache
+from app.store.sqlite import SQLiteTaskStore
+
+
+def _task(n: int) -> dict:
+    return {"id": f"{n:032x}", "url": f"http://x/{n}", "options": {}, "dedupe_key": f"k{n}", "tenant": "alice"}
+
+
+@pytest.fixture
+async def store(tmp_path):
+    store = SQLiteTaskStore(tmp_path / "tasks.sqlite3")
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def views(store):
+    views = ViewCache(1 << 20)
+    store.observe(views.forget_tasks)
+    return views
+
+
+async def _created(store, n: int) -> str:
+    return (await store.create(_task(n), 1000))[0]["id"]
+
+
+async def test_a_view_is_read_once_then_answered_from_memory_until_its_task_changes(store, views):
+    task_id = await _created(store, 1)
+    first = await views.view(store, task_id)
+    assert first.body == encode(task_view(await store.get(task_id))) and first.owner == "alice"
+    assert await views.view(store, task_id) is first
+    assert (views.hits, views.misses) == (1, 1)
+    await store.update(task_id, {"status": "cancelled", "message": "stopped"})
+    changed = msgspec.json.decode((await views.view(store, task_id)).body)
+    assert changed["status"] == "cancelled" and views.misses == 2
+    assert await views.view(store, "f" * 32) is None
+
+
+class _SlowStore:
+    """The real store, whose get() waits for a signal after reading: a read overtaken by a change."""
+
+    def __init__(self, store):
+        self._store = store
+        self.read, self.go_on = asyncio.Event(), asyncio.Event()
+
+    async def get(self, task_id):
+        task = await self._store.get(task_id)
+        self.read.set()
+        await self.go_on.wait()
+        return task
+
+
+async def test_a_read_overtaken_by_a_change_is_answered_but_not_kept(store, views):
+    task_id = await _created(store, 1)
+    slow = _SlowStore(store)
+    reading = asyncio.create_task(views.view(slow, task_id))
+    await slow.read.wait()  # the row as it was before the change
+    await store.update(task_id, {"status": "cancelled"})  # told to the cache while the read is under way
+    slow.go_on.set()
+    assert msgspec.json.decode((await reading).body)["status"] == "queued"
+    assert len(views) == 0
+    assert msgspec.json.decode((await views.view(store, task_id)).body)["status"] == "cancelled"
+
+
+async def test_the_least_recently_used_views_go_first_when_the_bytes_run_out(store):
+    ids = [await _created(store, n) for n in range(10)]
+    one_view = len((await ViewCache(1 << 20).view(store, ids[0])).body) + 32 + 250
+    views = ViewCache(3 * one_view)
+    for task_id in ids:
+        await views.view(store, task_id)
+        await views.view(store, ids[0])  # kept in use: never the one to go
+    assert len(views) == 3 and views.size_bytes <= views.max_bytes
+    assert views.stats().entries == 3
+    hits = views.hits
+    await views.view(store, ids[0])
+    await views.view(store, ids[-1])
+    assert views.hits == hits + 2
+    await views.view(store, ids[1])
+    assert views.hits == hits + 2  # long gone
+
+
+async def test_a_suspended_cache_keeps_nothing_and_starts_empty_when_resumed(store, views):
+    task_id = await _created(store, 1)
+    await views.view(store, task_id)
+    views.suspend()
+    assert len(views) == 0
+    for _ in range(3):
+        await views.view(store, task_id)
+    assert views.hits == 0 and len(views) == 0
+    views.resume()
+    await views.view(store, task_id)
+    await views.view(store, task_id)
+    assert views.hits == 1
+    assert ViewCache(0).max_bytes == 0 and len(ViewCache(0)) == 0
+
+
+async def test_a_page_rereads_only_views_whose_task_was_updated_since(store, views):
+    ids = [await _created(store, n) for n in range(5)]
+    rows = await store.page(None, 10, 0, columns="id, seq, updated_at")
+    assert [view.body for view in await views.views(store, rows)] == [
+        encode(task_view(task)) for task in await store.page(None, 10, 0)
+    ]
+    assert views.misses == 5
+    # Changed behind the cache's back (as another host would, its announcement not yet here).
+    store._db.execute("UPDATE tasks SET message = 'moved', updated_at = updated_at + 1 WHERE id = ?", (ids[2],))
+    rows = await store.page(None, 10, 0, columns="id, seq, updated_at")
+    page = [msgspec.json.decode(view.body) for view in await views.views(store, rows)]
+    assert [task["task_id"] for task in page] == ids[::-1]
+    assert page[2]["message"] == "moved" and (views.hits, views.misses) == (4, 6)
