@@ -112,7 +112,7 @@ def create_app(settings: Settings) -> web.Application:
     if settings.cors_origins:
         application.on_response_prepare.append(middlewares.cors_headers)
     application.on_shutdown.append(_end_event_streams)
-    application.on_response_prepare.append(middlewares.served_by)
+    application.on_response_prepare.append(middlewares.served_by(settings.node_name))
     if settings.rate_per_minute > 0:
         application[RATE_LIMITER] = ratelimit.RateLimiter(settings.rate_per_minute, settings.rate_burst)
     application[DIRECTORY] = directory

@@ -4,7 +4,7 @@ configured (app/api/application.py): every request would pay for it, and unconfi
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -124,6 +124,11 @@ async def cors_headers(request: web.Request, response: web.StreamResponse) -> No
         response.headers.add("Vary", "Origin")
 
 
-async def served_by(request: web.Request, response: web.StreamResponse) -> None:
-    # A signal, not a middleware: streamed responses (events, files) send their headers early.
-    response.headers["X-Served-By"] = request.app[SETTINGS].node_name
+def served_by(node: str) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """A signal, not a middleware: streamed responses (events, files) send their headers early. The
+    name is read once: without VIDEO_API_NODE_ID it is the host name, a system call each time."""
+
+    async def add_header(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["X-Served-By"] = node
+
+    return add_header

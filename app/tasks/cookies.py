@@ -16,9 +16,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 NETSCAPE_HEADER = "# Netscape HTTP Cookie File"
 _FIELDS = "domain, include-subdomains, path, secure, expiry, name, value"
 _BOOLEAN = frozenset({"TRUE", "FALSE"})
@@ -63,6 +60,10 @@ class CookieSealer:
     fleet derives the same key from the same secret (VIDEO_API_COOKIE_SECRET)."""
 
     def __init__(self, secret: str) -> None:
+        # Imported here: a service without a cookie secret, and the fork server (the workers get
+        # the cookies opened), never load cryptography (~2 MB a process).
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         key = hmac.new(secret.encode(), _KEY_CONTEXT, hashlib.sha256).digest()
         self._aead = AESGCM(key)
 
@@ -72,6 +73,8 @@ class CookieSealer:
 
     def open(self, task_id: str, sealed: bytes) -> str:
         """The cookies text; CookiesError when the secret differs from the one that sealed it."""
+        from cryptography.exceptions import InvalidTag  # loaded with AESGCM in __init__
+
         try:
             plain = self._aead.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], task_id.encode())
         except InvalidTag:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 
 import yt_dlp
+import yt_dlp.downloader.common
 import yt_dlp.downloader.external
 import yt_dlp.downloader.hls
 import yt_dlp.downloader.http
@@ -67,6 +68,19 @@ def _refuse_ffmpeg_download(self: object, *args: object, **kwargs: object) -> No
 
 
 yt_dlp.downloader.external.FFmpegFD._call_downloader = _refuse_ffmpeg_download
+
+# yt-dlp's HTTP downloader reads about a second of data a block, up to 4 MiB: with the bytes object
+# and malloc's reuse that is ~9 MB more per worker at full speed. Still adaptive, capped at 1 MiB
+# (no slower here: bench/service_bench.py --only wall).
+MAX_BLOCK_BYTES = 1024 * 1024
+_best_block_size: Callable[[float, int], int] = yt_dlp.downloader.common.FileDownloader.best_block_size
+
+
+def _capped_block_size(elapsed_time: float, received: int) -> int:
+    return min(_best_block_size(elapsed_time, received), MAX_BLOCK_BYTES)
+
+
+yt_dlp.downloader.common.FileDownloader.best_block_size = staticmethod(_capped_block_size)
 _follow_redirect: Callable[..., urllib.request.Request | None] = (
     yt_dlp.networking._urllib.RedirectHandler.redirect_request
 )
