@@ -7,10 +7,13 @@ its observers after each write); on several hosts, each task another host announ
 as its notification arrives, and the whole cache is off while the announcements cannot be heard
 (flushed when the listener connects again, so a missed announcement never leaves a stale view).
 A read that raced a change - it fetched the row before the change, the change was told before the
-read was kept - is not kept: each fill is checked against the forgets that came in meanwhile."""
+read was kept - is not kept: each fill is checked against the forgets that came in meanwhile.
+
+The lists' counts are kept the same way, and any change of any task drops them: which changes move
+a count (a status, a new task) is not told, and between changes a list then needs one query only."""
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +42,10 @@ class ViewCache:
         # Reads under way: task id -> the token of the latest; a forget removes it, so that read's
         # (possibly older) row is not kept.
         self._reading: dict[str, object] = {}
+        # Counts of the lists by whose they are (None: everybody's), and how many times any task
+        # changed: a count read across a change is not kept.
+        self._counts: dict[str | None, dict[str, int]] = {}
+        self._changes = 0
         self.size_bytes = 0
         self.hits = 0
         self.misses = 0
@@ -79,10 +86,23 @@ class ViewCache:
         # A task deleted between the two queries is left out.
         return [found[row["id"]] for row in rows if row["id"] in found]
 
+    async def counts(self, owner: str | None, read: Callable[[], Awaitable[dict[str, int]]]) -> dict[str, int]:
+        """The counts of owner's list (None: everybody's), kept from the last read, else read."""
+        cached = self._counts.get(owner)
+        if cached is not None:
+            return cached
+        changes = self._changes
+        counts = await read()
+        if self._enabled and changes == self._changes:
+            self._counts[owner] = counts
+        return counts
+
     def stats(self) -> CacheStats:
         return CacheStats(self.hits, self.misses, len(self._views), self.size_bytes)
 
     def forget(self, task_ids: Iterable[str]) -> None:
+        self._changes += 1
+        self._counts.clear()
         for task_id in task_ids:
             self._reading.pop(task_id, None)
             cached = self._views.pop(task_id, None)
@@ -104,6 +124,8 @@ class ViewCache:
         self._enabled = self.max_bytes > 0
 
     def _flush(self) -> None:
+        self._changes += 1
+        self._counts.clear()
         self._views.clear()
         self._reading.clear()
         self.size_bytes = 0

@@ -118,3 +118,26 @@ async def test_a_page_rereads_only_views_whose_task_was_updated_since(store, vie
     page = [msgspec.json.decode(view.body) for view in await views.views(store, rows)]
     assert [task["task_id"] for task in page] == ids[::-1]
     assert page[2]["message"] == "moved" and (views.hits, views.misses) == (4, 6)
+
+
+async def test_a_lists_counts_are_kept_until_any_task_changes(store, views):
+    reads = []
+
+    def counting():
+        reads.append(1)
+        return store.counts(top_level=True)
+
+    await _created(store, 1)
+    assert (await views.counts(None, counting))["queued"] == 1
+    assert (await views.counts(None, counting))["queued"] == 1 and len(reads) == 1
+    await _created(store, 2)  # any change: the counts are read again
+    assert (await views.counts(None, counting))["queued"] == 2 and len(reads) == 2
+
+    async def overtaken():
+        counts = await store.counts(top_level=True)
+        await store.update((await store.page(None, 1, 0))[0]["id"], {"status": "cancelled"})
+        return counts
+
+    await _created(store, 3)
+    assert (await views.counts(None, overtaken))["queued"] == 3  # read before the change: answered...
+    assert (await views.counts(None, counting))["queued"] == 2  # ...but not kept

@@ -267,15 +267,15 @@ async def list_tasks(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_parameter", "before and offset cannot be combined")
     if query.before is not None and query.parent_id is not None:
         raise ApiError(422, "invalid_parameter", "a playlist's items are paged with offset, not before")
-    store, tenant = request.app[STORE], tenant_of(request)
+    store, views, tenant = request.app[STORE], request.app[VIEWS], tenant_of(request)
     # An admin's list is every user's; a user's its own (a playlist's items are its playlist's user's).
     owner = None if tenant.is_admin or query.parent_id is not None else tenant.name
     if query.parent_id is not None:
         counting = _item_counts(request, query.parent_id)
     elif owner is None:
-        counting = store.counts(top_level=True)
+        counting = views.counts(None, lambda: store.counts(top_level=True))
     else:
-        counting = store.counts_of(owner)
+        counting = views.counts(owner, lambda: store.counts_of(owner))
     # One row more tells whether a next page exists. Top-level tasks: keyset paging, `before` is the
     # cursor of the page's `next` link (its cost does not grow with depth as a large offset's does);
     # a playlist's items, at most VIDEO_API_PLAYLIST_MAX_ITEMS in its order: offset. Only the keys
@@ -297,6 +297,6 @@ async def list_tasks(request: web.Request) -> web.Response:
             cursor |= {"parent_id": query.parent_id, "offset": query.offset + query.limit}
         next_link = "/api/tasks?" + urllib.parse.urlencode({k: v for k, v in cursor.items() if v is not None})
     total = counts.get(query.status, 0) if query.status else sum(counts.values())
-    views = [msgspec.Raw(view.body) for view in await request.app[VIEWS].views(store, tasks)]
     # Each view is JSON already: msgspec writes a Raw as it is.
-    return json_response(TaskList(counts, total, query.limit, query.offset, next_link, views))  # type: ignore[arg-type]
+    page = [msgspec.Raw(view.body) for view in await views.views(store, tasks)]
+    return json_response(TaskList(counts, total, query.limit, query.offset, next_link, page))  # type: ignore[arg-type]
