@@ -63,7 +63,8 @@ class Retention:
             live = await self._forget_missing()
             expired = [f for f in live if f["created_at"] <= cutoff]
             await self._remove(expired, f"older than {self.settings.retention_hours:g} hours", deleted)
-            live = await self._fit_users([f for f in live if f["created_at"] > cutoff], deleted)
+            live = [f for f in live if f["created_at"] > cutoff]
+            live = await self._fit_users(live, await self._users_over(), deleted)
             await self._remove_excess(live, 0, deleted)
             await self._remove_leftovers(deleted)
         return self._summary(deleted)
@@ -79,8 +80,11 @@ class Retention:
         fit the storage cap and the free-disk floor holds; False when they cannot fit."""
         deleted: list[Deleted] = []
         async with self._lock:
-            if self.storage_limits():
-                await self._fit_users(await self.store.live_files(), deleted)
+            # Before each download starts and after each ends: this host's files are listed only when
+            # a user is over its limit (usually nobody is).
+            over = await self._users_over()
+            if any(excess > 0 for excess, _ in over.values()):
+                await self._fit_users(await self.store.live_files(), over, deleted)
             _, used = await self.store.live_bytes()
             if await self._excess(used + reserved) is None:
                 self._summary(deleted)
@@ -122,15 +126,21 @@ class Retention:
             await self._remove([oldest], reason, deleted)
         return True
 
-    async def _fit_users(self, live: list[FileRecord], deleted: list[Deleted]) -> list[FileRecord]:
-        """Each user over its storage limit (its files on every host) loses this host's oldest files
-        of its own, never those of its newest task (as the cap, within one download), until it fits.
-        Returns the live files left."""
+    async def _users_over(self) -> dict[str, tuple[int, int]]:
+        """(bytes over, limit) of each user with a storage limit: its files on every host; <= 0 bytes
+        over, none to remove."""
         limits = self.storage_limits()
         used = await self.store.bytes_by_tenant() if limits else {}
+        return {tenant: (used.get(tenant, 0) - limit, limit) for tenant, limit in limits.items()}
+
+    async def _fit_users(
+        self, live: list[FileRecord], users_over: dict[str, tuple[int, int]], deleted: list[Deleted]
+    ) -> list[FileRecord]:
+        """Each user over its storage limit loses this host's oldest files of its own, never those
+        of its newest task (as the cap, within one download), until it fits. Returns the live files
+        left."""
         removed: set[str] = set()
-        for tenant, limit in limits.items():
-            over = used.get(tenant, 0) - limit
+        for tenant, (over, limit) in users_over.items():
             own = [f for f in live if f["tenant"] == tenant]
             newest = own[-1]["task_id"] if own else None
             taken = []
