@@ -461,3 +461,24 @@ async def test_tasks_and_files_from_before_users_belong_to_the_admin(tmp_path, p
             assert await store.counts_of("admin") == dict.fromkeys(STATUSES, 0) | {"completed": 1}
         finally:
             await store.close()
+
+
+async def test_postgres_reads_the_api_repeats_become_prepared_statements(postgres_url):
+    store = await PostgresTaskStore.connect(postgres_url)
+    try:
+        await store.create(_task(1), 100)
+        for _ in range(10):
+            await store.get(f"{1:032x}")
+            await store.page(None, 51, 0, columns="id, seq, updated_at")
+
+        async def prepared(conn):
+            return [
+                row["statement"]
+                for row in await (await conn.execute("SELECT statement FROM pg_prepared_statements")).fetchall()
+            ]
+
+        statements = await store.run(prepared)
+        assert any(s.startswith("SELECT * FROM tasks WHERE id = $1") for s in statements), statements
+        assert any(s.startswith("SELECT id, seq, updated_at FROM tasks") for s in statements), statements
+    finally:
+        await store.close()
