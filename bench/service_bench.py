@@ -5,7 +5,10 @@
 
 api    GET /api/status and GET /api/tasks?limit=50 with 100,000 stored tasks at 1/16/64 connections,
        and list latency with 1,000 vs 100,000 tasks (cost must not grow with the table)
-rss    service RSS idle and with two downloads running (main process, fork server, workers)
+rss    PSS of each process of the tree idle, and the peak PSS of the whole tree (FFmpeg, ffprobe
+       included) while three --big-mb downloads run at once: this service, the original project
+       (tmwgsicp/video-download-api, when --original-venv/--original-src are given) and three
+       `yt-dlp` CLI processes, in the same run
 churn  main-process RSS across 200 downloads
 wall   one large local download through the service vs plain `yt-dlp` on the same file
 reuse  `reuse: true` answered from a completed task (a short-lived process decides which video the URL
@@ -17,6 +20,7 @@ floor for the service, not a ceiling. All traffic is to 127.0.0.1.
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -290,45 +294,182 @@ async def _wait(session, base, task_id, interval=0.02) -> dict:
         await asyncio.sleep(interval)
 
 
-def _fmt(rss: dict) -> str:
-    workers = ", ".join(f"{kb / 1024:.1f}" for kb in rss["workers_kb"]) or "-"
-    total_mb = (rss["main_kb"] + rss["forkserver_kb"] + sum(rss["workers_kb"])) / 1024
-    pss_mb = rss["pss_total_kb"] / 1024
-    return (
-        f"main {rss['main_kb'] / 1024:.1f} MB, fork server {rss['forkserver_kb'] / 1024:.1f} MB, "
-        f"workers [{workers}] MB; RSS sum {total_mb:.1f} MB, PSS sum {pss_mb:.1f} MB"
-    )
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            children += map(int, task.read_text().split())
+    return children
 
 
-def bench_rss(work: Path, media: MediaServer, big_mb: int) -> None:
-    print("== RSS / PSS ==")
-    url = media.url("/slow/" + big_file(media, big_mb).name)
+def _descendants(pid: int) -> list[tuple[int, int]]:
+    """(pid, parent) of every process under pid."""
+    return [pair for child in _children(pid) for pair in ((child, pid), *_descendants(child))]
+
+
+def _role(pid: int, parent: int | None) -> str:
+    if parent is None:
+        return "main"
+    command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    text = b" ".join(command)
+    if b"resource_tracker" in text:
+        return "resource tracker"
+    if b"multiprocessing.forkserver" in text:
+        return "worker" if b"forkserver" in Path(f"/proc/{parent}/cmdline").read_bytes() else "fork server"
+    return Path(command[0].decode()).name or "?"
+
+
+def tree_pss(root: int) -> dict[str, list[int]]:
+    """PSS (KB) of every process of the tree under root, by role: main, resource tracker, fork server,
+    worker, or the program's name (ffprobe, ffmpeg, yt-dlp). Processes gone meanwhile are left out."""
+    by_role: dict[str, list[int]] = {}
+    for pid, parent in ((root, None), *_descendants(root)):
+        with contextlib.suppress(OSError):
+            by_role.setdefault(_role(pid, parent), []).append(pss_kb(pid))
+    return by_role
+
+
+def _total(by_role: dict[str, list[int]]) -> int:
+    return sum(sum(values) for values in by_role.values())
+
+
+def _fmt_tree(by_role: dict[str, list[int]]) -> str:
+    parts = [
+        f"{role} {'+'.join(f'{kb / 1024:.1f}' for kb in sorted(values, reverse=True))}"
+        for role, values in sorted(by_role.items(), key=lambda item: -sum(item[1]))
+    ]
+    return f"{_total(by_role) / 1024:6.1f} MB  ({', '.join(parts)})"
+
+
+class Original:
+    """The project this service replaces (tmwgsicp/video-download-api: FastAPI, yt-dlp in threads
+    of one process), run by uvicorn as its start.py does (without start.py's own process)."""
+
+    def __init__(self, venv: Path, source: Path):
+        self.venv, self.source = venv, source
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        shutil.rmtree(self.source / "temp", ignore_errors=True)
+        command = [str(self.venv / "bin/python"), "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1"]
+        self.process = subprocess.Popen(
+            [*command, "--port", str(self.port), "--log-level", "warning"],
+            cwd=self.source,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(self.base + "/api/health", timeout=1).read()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        self.process.kill()
+        raise RuntimeError("the original project did not start")
+
+    def __exit__(self, *exc):
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.source / "temp", ignore_errors=True)
+
+
+async def _peak_of(root: int, submit, finished) -> dict[str, list[int]]:
+    """Submits, then samples the tree under root every 0.1 s until finished() says all are done."""
+    peak: dict[str, list[int]] = {}
+    handles = await submit()
+    while not await finished(handles):
+        sample = tree_pss(root)
+        if _total(sample) > _total(peak):
+            peak = sample
+        await asyncio.sleep(0.1)
+    return peak
+
+
+async def _three_here(service: Service, url: str) -> dict[str, list[int]]:
+    async with aiohttp.ClientSession() as session:
+
+        async def submit():
+            # Video only, as the original project does with extract_audio false.
+            return [await _submit(session, service.base, f"{url}&rss={n}", extract_audio=False) for n in range(3)]
+
+        async def finished(ids):
+            statuses = [(await (await session.get(f"{service.base}/api/status/{t}")).json())["status"] for t in ids]
+            assert "failed" not in statuses, statuses
+            return all(status in ("completed", "cancelled") for status in statuses)
+
+        return await _peak_of(service.process.pid, submit, finished)
+
+
+async def _three_original(original: Original, url: str) -> dict[str, list[int]]:
+    async with aiohttp.ClientSession() as session:
+
+        async def submit():
+            ids = []
+            for n in range(3):
+                body = {"url": f"{url}&orig={n}", "extract_audio": False, "keep_video": True}
+                async with session.post(original.base + "/api/process", json=body) as response:
+                    ids.append((await response.json())["task_id"])
+            return ids
+
+        async def finished(ids):
+            statuses = [(await (await session.get(f"{original.base}/api/status/{t}")).json())["status"] for t in ids]
+            assert "error" not in statuses, statuses
+            return all(status == "completed" for status in statuses)
+
+        return await _peak_of(original.process.pid, submit, finished)
+
+
+def _three_cli(work: Path, url: str) -> dict[str, list[int]]:
+    """Three `yt-dlp` processes at once: the tree of a shell that starts them."""
+    out = work / "cli3"
+    out.mkdir(parents=True)
+    cli = f"{REPO / '.venv/bin/yt-dlp'} -q --no-progress --no-cache-dir -P {out}"
+    three = " & ".join(f"{cli} -o 'cli{n}.%(ext)s' '{url}&cli={n}'" for n in range(3))
+    shell = subprocess.Popen(["sh", "-c", f"{three} & wait"])
+
+    async def submit():
+        return None
+
+    async def finished(_):
+        return shell.poll() is not None
+
+    peak = asyncio.run(_peak_of(shell.pid, submit, finished))
+    assert shell.returncode == 0
+    peak.pop("main", None)  # the shell
+    shutil.rmtree(out)
+    return peak
+
+
+# Measured earlier on this machine, not by this script: MeTube (yt-dlp in one asyncio process).
+METUBE_PEAK_MB = "182-186"
+
+
+def bench_rss(work: Path, media: MediaServer, big_mb: int, original: tuple[Path, Path] | None) -> None:
+    """Idle PSS of each process of the tree, and the peak PSS of the whole tree (FFmpeg and ffprobe
+    included) while three big_mb downloads run at once: this service, the original project, yt-dlp."""
+    print(f"== PSS of the process tree: idle, and peak of 3 x {big_mb} MB downloads at once (20 MB/s each) ==")
+    url = media.url("/slow/" + big_file(media, big_mb).name) + "?rate=20000000"
+    rows = []
     with Service(work / "rss", VIDEO_API_MAX_CONCURRENT="3") as service:
         time.sleep(1.0)
-        print(f"  idle:                {_fmt(service.tree_rss())}")
-
-        async def three_downloads():
-            async with aiohttp.ClientSession() as session:
-                # Throttled, so all three run at once for a while; video only, as the old service did.
-                ids = [
-                    await _submit(session, service.base, f"{url}?rate=20000000&rss={n}", extract_audio=False)
-                    for n in range(3)
-                ]
-                peak = {"pss_total_kb": 0}
-                while True:
-                    statuses = [
-                        (await (await session.get(f"{service.base}/api/status/{t}")).json())["status"] for t in ids
-                    ]
-                    if all(status in ("completed", "failed", "cancelled") for status in statuses):
-                        break
-                    sample = service.tree_rss()
-                    if len(sample["workers_kb"]) == 3 and sample["pss_total_kb"] > peak["pss_total_kb"]:
-                        peak = sample
-                    await asyncio.sleep(0.2)
-                print(f"  3 x {big_mb} MB at once, peak: {_fmt(peak) if 'main_kb' in peak else 'not all three seen'}")
-
-        asyncio.run(three_downloads())
+        rows.append(("this service", tree_pss(service.process.pid), asyncio.run(_three_here(service, url))))
     shutil.rmtree(work / "rss")
+    if original is None:
+        print("  the original project: not run (--original-venv/--original-src; see --help)")
+    else:
+        with Original(*original) as running:
+            time.sleep(1.0)
+            rows.append(("original project", tree_pss(running.process.pid), asyncio.run(_three_original(running, url))))
+    for name, idle, peak in rows:
+        print(f"  {name:<17} idle {_fmt_tree(idle)}")
+        print(f"  {'':<17} peak {_fmt_tree(peak)}")
+    print(f"  {'3 x yt-dlp CLI':<17} peak {_fmt_tree(_three_cli(work, url))}")
+    print(f"  {'MeTube':<17} peak {METUBE_PEAK_MB} MB (measured earlier on this machine, not in this run)")
 
 
 def bench_churn(work: Path, media: MediaServer, downloads: int) -> None:
@@ -476,6 +617,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per load level")
     parser.add_argument("--downloads", type=int, default=200)
     parser.add_argument("--big-mb", type=int, default=200)
+    parser.add_argument(
+        "--original-venv",
+        type=Path,
+        help="rss section: a venv with the original project's requirements (python -m venv /tmp/orig-venv;"
+        " /tmp/orig-venv/bin/pip install fastapi 'uvicorn[standard]' pydantic yt-dlp requests pyyaml psutil)",
+    )
+    parser.add_argument(
+        "--original-src",
+        type=Path,
+        help="rss section: its source (git -C <clone of tmwgsicp/video-download-api> archive HEAD api | tar -x -C DIR)",
+    )
     args = parser.parse_args()
     sections = set(args.only.split(","))
     work = Path(tempfile.mkdtemp(prefix="vda-bench-"))
@@ -484,7 +636,8 @@ def main() -> None:
         if "api" in sections:
             bench_api(work, args.seconds, set(args.targets.split(",")))
         if "rss" in sections:
-            bench_rss(work, media, args.big_mb)
+            original = (args.original_venv, args.original_src) if args.original_venv and args.original_src else None
+            bench_rss(work, media, args.big_mb, original)
         if "churn" in sections:
             bench_churn(work, media, args.downloads)
         if "wall" in sections:
