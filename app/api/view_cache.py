@@ -9,13 +9,14 @@ as its notification arrives, and the whole cache is off while the announcements 
 A read that raced a change - it fetched the row before the change, the change was told before the
 read was kept - is not kept: each fill is checked against the forgets that came in meanwhile.
 
-The lists' counts are kept the same way, and any change of any task drops them: which changes move
-a count (a status, a new task) is not told, and between changes a list then needs one query only."""
+A list's counts and its page (the keys of its tasks) are kept the same way, and any change of any
+task drops them all: which changes move a count or a page is not told. Between changes a list then
+needs no query at all."""
 
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from app.api.contract import encode
 from app.api.serializers import task_view
@@ -23,6 +24,9 @@ from app.metrics import CacheStats
 from app.store.base import TaskStore
 from app.store.records import TaskRecord
 
+# Lists' counts and pages kept at most (a page: ~50 short rows): more are seldom asked between changes.
+MAX_LISTS = 256
+Kept = TypeVar("Kept")
 # What an entry costs beyond its body: the key, the entry object, its place in the ordered dict.
 _ENTRY_OVERHEAD_BYTES = 250
 
@@ -42,9 +46,9 @@ class ViewCache:
         # Reads under way: task id -> the token of the latest; a forget removes it, so that read's
         # (possibly older) row is not kept.
         self._reading: dict[str, object] = {}
-        # Counts of the lists by whose they are (None: everybody's), and how many times any task
-        # changed: a count read across a change is not kept.
-        self._counts: dict[str | None, dict[str, int]] = {}
+        # Lists' counts and pages by what they are of, and how many times any task changed: one
+        # read across a change is not kept.
+        self._lists: dict[Hashable, Any] = {}
         self._changes = 0
         self.size_bytes = 0
         self.hits = 0
@@ -86,23 +90,26 @@ class ViewCache:
         # A task deleted between the two queries is left out.
         return [found[row["id"]] for row in rows if row["id"] in found]
 
-    async def counts(self, owner: str | None, read: Callable[[], Awaitable[dict[str, int]]]) -> dict[str, int]:
-        """The counts of owner's list (None: everybody's), kept from the last read, else read."""
-        cached = self._counts.get(owner)
-        if cached is not None:
-            return cached
+    async def listed(self, key: Hashable, read: Callable[[], Awaitable[Kept]]) -> Kept:
+        """What read() gives for a list (its counts, its page's rows) named by key: kept from the last
+        read until any task changes. Callers must not change it."""
+        if key in self._lists:
+            kept: Kept = self._lists[key]
+            return kept
         changes = self._changes
-        counts = await read()
+        result = await read()
         if self._enabled and changes == self._changes:
-            self._counts[owner] = counts
-        return counts
+            if len(self._lists) >= MAX_LISTS:
+                self._lists.clear()
+            self._lists[key] = result
+        return result
 
     def stats(self) -> CacheStats:
         return CacheStats(self.hits, self.misses, len(self._views), self.size_bytes)
 
     def forget(self, task_ids: Iterable[str]) -> None:
         self._changes += 1
-        self._counts.clear()
+        self._lists.clear()
         for task_id in task_ids:
             self._reading.pop(task_id, None)
             cached = self._views.pop(task_id, None)
@@ -125,7 +132,7 @@ class ViewCache:
 
     def _flush(self) -> None:
         self._changes += 1
-        self._counts.clear()
+        self._lists.clear()
         self._views.clear()
         self._reading.clear()
         self.size_bytes = 0

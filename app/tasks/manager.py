@@ -25,10 +25,10 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from app.cluster.file_ids import new_file_id
 from app.metrics import Metrics
 from app.settings import Settings
 from app.store.base import STATUSES, Limits, QueueFullError, StoreUnavailableError, TaskStore
+from app.store.file_ids import new_file_id
 from app.store.records import ACTIVE, RUNNING, NewFile, NewTask, TaskRecord
 from app.tasks import worker
 from app.tasks.cookies import CookieSealer, CookiesError, cookie_folder

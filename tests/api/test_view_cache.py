@@ -120,7 +120,7 @@ async def test_a_page_rereads_only_views_whose_task_was_updated_since(store, vie
     assert page[2]["message"] == "moved" and (views.hits, views.misses) == (4, 6)
 
 
-async def test_a_lists_counts_are_kept_until_any_task_changes(store, views):
+async def test_a_lists_counts_and_page_are_kept_until_any_task_changes(store, views):
     reads = []
 
     def counting():
@@ -128,10 +128,10 @@ async def test_a_lists_counts_are_kept_until_any_task_changes(store, views):
         return store.counts(top_level=True)
 
     await _created(store, 1)
-    assert (await views.counts(None, counting))["queued"] == 1
-    assert (await views.counts(None, counting))["queued"] == 1 and len(reads) == 1
+    assert (await views.listed("counts", counting))["queued"] == 1
+    assert (await views.listed("counts", counting))["queued"] == 1 and len(reads) == 1
     await _created(store, 2)  # any change: the counts are read again
-    assert (await views.counts(None, counting))["queued"] == 2 and len(reads) == 2
+    assert (await views.listed("counts", counting))["queued"] == 2 and len(reads) == 2
 
     async def overtaken():
         counts = await store.counts(top_level=True)
@@ -139,5 +139,14 @@ async def test_a_lists_counts_are_kept_until_any_task_changes(store, views):
         return counts
 
     await _created(store, 3)
-    assert (await views.counts(None, overtaken))["queued"] == 3  # read before the change: answered...
-    assert (await views.counts(None, counting))["queued"] == 2  # ...but not kept
+    assert (await views.listed("counts", overtaken))["queued"] == 3  # read before the change: answered...
+    assert (await views.listed("counts", counting))["queued"] == 2  # ...but not kept
+
+    def paging():
+        reads.append(1)
+        return store.page(None, 10, 0, columns="id, seq, updated_at")
+
+    first = await views.listed(("page", 10), paging)
+    assert await views.listed(("page", 10), paging) is first and len(first) == 3
+    views.forget([])  # a change announced by another host: any task, every list
+    assert await views.listed(("page", 10), paging) is not first

@@ -273,20 +273,17 @@ async def list_tasks(request: web.Request) -> web.Response:
     if query.parent_id is not None:
         counting = _item_counts(request, query.parent_id)
     elif owner is None:
-        counting = views.counts(None, lambda: store.counts(top_level=True))
+        counting = views.listed(("counts", None), lambda: store.counts(top_level=True))
     else:
-        counting = views.counts(owner, lambda: store.counts_of(owner))
+        counting = views.listed(("counts", owner), lambda: store.counts_of(owner))
     # One row more tells whether a next page exists. Top-level tasks: keyset paging, `before` is the
     # cursor of the page's `next` link (its cost does not grow with depth as a large offset's does);
     # a playlist's items, at most VIDEO_API_PLAYLIST_MAX_ITEMS in its order: offset. Only the keys
     # of the page are read: the views come from memory, those updated since from one more query.
     # Counts and page at once: on PostgreSQL two pooled connections, one round trip of waiting.
-    counts, tasks = await asyncio.gather(
-        counting,
-        store.page(
-            query.status, query.limit + 1, query.offset, query.before, query.parent_id, owner, "id, seq, updated_at"
-        ),
-    )
+    page_of = (query.status, query.limit + 1, query.offset, query.before, query.parent_id, owner)
+    reading = views.listed(("page", *page_of), lambda: store.page(*page_of, "id, seq, updated_at"))
+    counts, tasks = await asyncio.gather(counting, reading)
     next_link = None
     if len(tasks) > query.limit:
         tasks = tasks[: query.limit]
