@@ -14,6 +14,7 @@ command -v unshare >/dev/null || needed+=(util-linux)
 command -v faketime >/dev/null || needed+=(faketime)  # a host whose clock is off (tests/cluster/test_database_faults.py)
 command -v chromium >/dev/null || needed+=(chromium)  # the web page's browser tests (tests/api/test_ui_browser.py)
 command -v chromedriver >/dev/null || needed+=(chromium-driver)
+command -v haproxy >/dev/null || needed+=(haproxy)  # the load balancer routing downloads (tests/test_role_haproxy_routing.py)
 command -v promtool >/dev/null || needed+=(prometheus)  # promtool: the alert rules' tests (make lint)
 # The PostgreSQL store's tests start a throwaway server of it (tests/support/postgres.py).
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || needed+=(postgresql)

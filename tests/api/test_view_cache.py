@@ -75,7 +75,7 @@ async def test_a_read_overtaken_by_a_change_is_answered_but_not_kept(store, view
 
 async def test_the_least_recently_used_views_go_first_when_the_bytes_run_out(store):
     ids = [await _created(store, n) for n in range(10)]
-    one_view = len((await ViewCache(1 << 20).view(store, ids[0])).body) + 32 + 250
+    one_view = len((await ViewCache(1 << 20).view(store, ids[0])).body) + 32 + 450
     views = ViewCache(3 * one_view)
     for task_id in ids:
         await views.view(store, task_id)
