@@ -27,8 +27,9 @@ from app.store.records import TaskRecord
 # Lists' counts and pages kept at most (a page: ~50 short rows): more are seldom asked between changes.
 MAX_LISTS = 256
 Kept = TypeVar("Kept")
-# What an entry costs beyond its body: the key, the entry object, its place in the ordered dict.
-_ENTRY_OVERHEAD_BYTES = 250
+# What an entry costs beyond its body: the key, the entry object, its place in the ordered dict, and
+# the allocator's share (bench/cluster_bench.py: 100,000 views of 710 bytes grew the RSS by ~113 MB).
+_ENTRY_OVERHEAD_BYTES = 450
 
 
 @dataclass(frozen=True, slots=True)
