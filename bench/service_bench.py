@@ -62,6 +62,17 @@ def pss_kb(pid: int) -> int:
     return 0
 
 
+def answering(server, what: str):
+    """server, once its /api/health answers (30 s at most)."""
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(server.base + "/api/health", timeout=1).read()
+            return server
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not start")
+
+
 class Service:
     def __init__(self, data_dir: Path, **env):
         self.port = free_port()
@@ -81,13 +92,7 @@ class Service:
     def __enter__(self):
         self.process = subprocess.Popen([PYTHON, "-m", "app"], cwd=REPO, env=self.env)
         try:
-            for _ in range(300):
-                try:
-                    urllib.request.urlopen(self.base + "/api/health", timeout=1).read()
-                    return self
-                except OSError:
-                    time.sleep(0.1)
-            raise RuntimeError("service did not start")
+            return answering(self, "service")
         except BaseException:  # __exit__ is not called for a failed __enter__: nothing left running
             self.process.kill()
             self.process.wait()
@@ -359,14 +364,11 @@ class Original:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(self.base + "/api/health", timeout=1).read()
-                return self
-            except OSError:
-                time.sleep(0.1)
-        self.process.kill()
-        raise RuntimeError("the original project did not start")
+        try:
+            return answering(self, "the original project")
+        except BaseException:
+            self.process.kill()
+            raise
 
     def __exit__(self, *exc):
         self.process.send_signal(signal.SIGTERM)

@@ -2,14 +2,13 @@
 read back by the service's reader (app/tenants/tenants_file.py): the template, the role's checks of
 video_api_tenants (roles/video_api/vars/main.yml) and the reader cannot disagree."""
 
-import hashlib
 import re
 
-import jinja2
 import pytest
 import yaml
 
 from app.tenants.tenants_file import LIMIT_HIGH, LIMITS, NAME, Role, read, token_digest
+from tests.support import role_templates
 from tests.support.helpers import REPO
 
 ROLE = REPO / "roles" / "video_api"
@@ -34,19 +33,15 @@ USERS = [
 
 
 def render(users) -> str:
-    """The template as Ansible's template module renders it (trim_blocks, the trailing newline kept),
-    with Ansible's hash filter: the hex digest of the value's UTF-8 bytes."""
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(ROLE / "templates"),
-        trim_blocks=True,
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    environment.filters["hash"] = lambda value, kind="sha1": hashlib.new(kind, str(value).encode()).hexdigest()
-    return environment.get_template("tenants.toml.j2").render(
-        ansible_managed="Ansible managed",
-        video_api_tenants=users,
-        __video_api_tenant_limits=ROLE_VARS["__video_api_tenant_limits"],
+    """The template as Ansible's template module renders it."""
+    return (
+        role_templates.environment(ROLE)
+        .get_template("tenants.toml.j2")
+        .render(
+            ansible_managed="Ansible managed",
+            video_api_tenants=users,
+            __video_api_tenant_limits=ROLE_VARS["__video_api_tenant_limits"],
+        )
     )
 
 

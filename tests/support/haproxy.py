@@ -4,7 +4,6 @@ kept, Ansible's hash filter. And Debian's haproxy run on it in the foreground (t
 bench/cluster_bench.py)."""
 
 import contextlib
-import hashlib
 import shutil
 import socket
 import subprocess
@@ -12,9 +11,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import jinja2
 import yaml
 
+from tests.support import role_templates
 from tests.support.helpers import REPO
 
 ROLE = REPO / "roles" / "haproxy"
@@ -25,15 +24,11 @@ def render_config(**values) -> str:
     for path in (ROLE / "defaults" / "main.yml", ROLE / "vars" / "main.yml"):
         variables |= yaml.safe_load(path.read_text())
     variables |= values
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(ROLE / "templates"),
-        trim_blocks=True,
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
+    return (
+        role_templates.environment(ROLE)
+        .get_template("haproxy.cfg.j2")
+        .render(ansible_managed="Ansible managed", **variables)
     )
-    # Ansible's hash filter: the hex digest of the value's UTF-8 bytes.
-    environment.filters["hash"] = lambda value, kind="sha1": hashlib.new(kind, str(value).encode()).hexdigest()
-    return environment.get_template("haproxy.cfg.j2").render(ansible_managed="Ansible managed", **variables)
 
 
 def local_values(work: Path, certificate: Path, https_port: int, http_port: int, servers: list[dict], **values) -> dict:
