@@ -11,11 +11,12 @@ import threading
 import time
 
 import pytest
+import yaml
 
 from app.store.file_ids import new_file_id, node_tag
 from tests.support.certificates import TestCA
 from tests.support.haproxy import admin, local_values, render_config, running
-from tests.support.helpers import free_port, trusting
+from tests.support.helpers import REPO, free_port, trusting
 
 RULE = re.compile(r"^    use-server (\S+) if \{ path_beg /api/download/([0-9a-f]+) \}$", re.MULTILINE)
 SERVERS = [
@@ -135,3 +136,15 @@ def test_downloads_go_to_the_server_their_id_names(tmp_path, certificate):
     finally:
         for backend in backends.values():
             backend.server_close()
+
+
+def test_compose_routes_each_replicas_downloads_to_it():
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    config = compose["services"]["haproxy"]["environment"]["HAPROXY_CONFIG"]
+    rules = dict(re.findall(r"use-server (\S+) if \{ path_beg /api/download/([0-9a-f]+) \}", config))
+    replicas = {
+        name: service["environment"]["VIDEO_API_NODE_ID"]
+        for name, service in compose["services"].items()
+        if "cluster" in service.get("profiles", ()) and "VIDEO_API_NODE_ID" in service.get("environment", {})
+    }
+    assert replicas and rules == {name: node_tag(node) for name, node in replicas.items()}, (rules, replicas)
