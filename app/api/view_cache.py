@@ -11,8 +11,12 @@ read was kept - is not kept: each fill is checked against the forgets that came 
 
 A list's counts and its page (the keys of its tasks) are kept the same way, and any change of any
 task drops them all: which changes move a count or a page is not told. Between changes a list then
-needs no query at all."""
+needs no query at all.
 
+Nothing is kept longer than MAX_AGE_S: a host announces a change after its write commits, so a host
+killed in between leaves a change nobody announced; its views elsewhere are read again within that."""
+
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
@@ -24,6 +28,7 @@ from app.metrics import CacheStats
 from app.store.base import TaskStore
 from app.store.records import TaskRecord
 
+MAX_AGE_S = 10.0
 # Lists' counts and pages kept at most (a page: ~50 short rows): more are seldom asked between changes.
 MAX_LISTS = 256
 Kept = TypeVar("Kept")
@@ -37,19 +42,21 @@ class CachedView:
     owner: str
     updated_at: float
     body: bytes  # the task's JSON view
+    kept_at: float  # time.monotonic()
 
 
 class ViewCache:
-    def __init__(self, max_bytes: int, enabled: bool = True) -> None:
+    def __init__(self, max_bytes: int, enabled: bool = True, max_age_s: float = MAX_AGE_S) -> None:
         self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
         self._enabled = enabled and max_bytes > 0
         self._views: OrderedDict[str, CachedView] = OrderedDict()
         # Reads under way: task id -> the token of the latest; a forget removes it, so that read's
         # (possibly older) row is not kept.
         self._reading: dict[str, object] = {}
-        # Lists' counts and pages by what they are of, and how many times any task changed: one
-        # read across a change is not kept.
-        self._lists: dict[Hashable, Any] = {}
+        # Lists' counts and pages by what they are of, (when kept, what), and how many times any
+        # task changed: one read across a change is not kept.
+        self._lists: dict[Hashable, tuple[float, Any]] = {}
         self._changes = 0
         self.size_bytes = 0
         self.hits = 0
@@ -61,7 +68,7 @@ class ViewCache:
     async def view(self, store: TaskStore, task_id: str) -> CachedView | None:
         """The task's view, from memory or else from the store (None: no such task)."""
         cached = self._views.get(task_id)
-        if cached is not None:
+        if cached is not None and self._young(cached.kept_at):
             self._views.move_to_end(task_id)
             self.hits += 1
             return cached
@@ -77,7 +84,7 @@ class ViewCache:
         stale: list[str] = []
         for row in rows:
             cached = self._views.get(row["id"])
-            if cached is not None and cached.updated_at == row["updated_at"]:
+            if cached is not None and cached.updated_at == row["updated_at"] and self._young(cached.kept_at):
                 self._views.move_to_end(row["id"])
                 found[row["id"]] = cached
             else:
@@ -94,15 +101,16 @@ class ViewCache:
     async def listed(self, key: Hashable, read: Callable[[], Awaitable[Kept]]) -> Kept:
         """What read() gives for a list (its counts, its page's rows) named by key: kept from the last
         read until any task changes. Callers must not change it."""
-        if key in self._lists:
-            kept: Kept = self._lists[key]
-            return kept
+        kept = self._lists.get(key)
+        if kept is not None and self._young(kept[0]):
+            result: Kept = kept[1]
+            return result
         changes = self._changes
         result = await read()
         if self._enabled and changes == self._changes:
             if len(self._lists) >= MAX_LISTS:
                 self._lists.clear()
-            self._lists[key] = result
+            self._lists[key] = (time.monotonic(), result)
         return result
 
     def stats(self) -> CacheStats:
@@ -138,6 +146,9 @@ class ViewCache:
         self._reading.clear()
         self.size_bytes = 0
 
+    def _young(self, kept_at: float) -> bool:
+        return time.monotonic() - kept_at < self.max_age_s
+
     def _begin(self, task_id: str) -> object:
         token = object()
         if self._enabled:
@@ -146,7 +157,7 @@ class ViewCache:
 
     def _keep(self, task: TaskRecord, token: object) -> CachedView:
         task_id = task["id"]
-        cached = CachedView(task["tenant"], task["updated_at"], encode(task_view(task)))
+        cached = CachedView(task["tenant"], task["updated_at"], encode(task_view(task)), time.monotonic())
         if self._reading.get(task_id) is not token:
             return cached  # forgotten meanwhile (or the cache is off): served once, not kept
         del self._reading[task_id]

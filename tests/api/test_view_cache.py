@@ -150,3 +150,18 @@ async def test_a_lists_counts_and_page_are_kept_until_any_task_changes(store, vi
     assert await views.listed(("page", 10), paging) is first and len(first) == 3
     views.forget([])  # a change announced by another host: any task, every list
     assert await views.listed(("page", 10), paging) is not first
+
+
+async def test_nothing_is_kept_longer_than_its_age_limit(store):
+    """A change nobody told the cache of (another host killed between its write and its announcement)
+    is answered once the views kept before it are too old."""
+    views = ViewCache(1 << 20, max_age_s=0.2)
+    task_id = await _created(store, 1)
+    await views.view(store, task_id)
+    await views.listed("counts", lambda: store.counts(top_level=True))
+    store._db.execute("UPDATE tasks SET status = 'failed', message = 'untold' WHERE id = ?", (task_id,))
+    assert msgspec.json.decode((await views.view(store, task_id)).body)["status"] == "queued"  # kept, young
+    await asyncio.sleep(0.25)
+    assert msgspec.json.decode((await views.view(store, task_id)).body)["message"] == "untold"
+    assert (await views.listed("counts", lambda: store.counts(top_level=True)))["failed"] == 1
+    assert len(views) == 1 and views.size_bytes == views.stats().size_bytes

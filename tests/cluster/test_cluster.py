@@ -17,6 +17,7 @@ import psycopg
 import pytest
 import requests
 
+from app.api.view_cache import MAX_AGE_S
 from app.tenants.tenants_file import Role, Tenant, token_digest, write
 from tests.support.certificates import TestCA
 from tests.support.helpers import ServiceProcess, ffprobe, free_port, process_group_members, task_worker
@@ -477,3 +478,22 @@ def test_views_are_dropped_while_the_listener_is_cut_and_its_announcements_lost(
     assert b.get(f"/api/status/{task_id}")["status"] == "cancelled"
     assert _cached_on(b, task_id) > hits  # answered from memory again once announcements are heard
     print(f"listener cut: b answered the missed cancel {delay * 1000:.1f} ms after a's answer")
+
+
+def test_a_change_nobody_announced_reaches_other_hosts_views_within_their_age_limit(hosts, media_server, postgres_url):
+    """A host killed between its write's commit and its announcement: the write stands, nobody hears
+    of it. Written here straight into the database, no NOTIFY."""
+    a, b = hosts("a"), hosts("b")
+    task_id = a.submit(media_server.url(SLOW + "&untold=1"), extract_audio=False)
+    a.wait(task_id, lambda s: s["status"] == "downloading")
+    assert requests.delete(f"{a.base}/api/tasks/{task_id}", timeout=10).status_code == 200  # final: no more writes
+    b.wait(task_id, lambda s: s["status"] == "cancelled")
+    _cached_on(b, task_id)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE tasks SET message = 'written, never announced' WHERE id = %s", (task_id,))
+    written = time.monotonic()
+    deadline = written + MAX_AGE_S + 5
+    while b.get(f"/api/status/{task_id}")["message"] != "written, never announced":
+        assert time.monotonic() < deadline, "b kept its view past its age limit"
+        time.sleep(0.1)
+    print(f"an unannounced change answered by b {time.monotonic() - written:.1f} s after its write")
