@@ -73,9 +73,7 @@ class ViewCache:
             self.hits += 1
             return cached
         self.misses += 1
-        token = self._begin(task_id)
-        task = await store.get(task_id)
-        return None if task is None else self._keep(task, token)
+        return (await self._read(store, [task_id])).get(task_id)
 
     async def views(self, store: TaskStore, rows: list[dict[str, Any]]) -> list[CachedView]:
         """The views of a page's rows ({id, updated_at}), in their order: those whose row was updated
@@ -92,9 +90,7 @@ class ViewCache:
         self.hits += len(found)
         self.misses += len(stale)
         if stale:
-            tokens = {task_id: self._begin(task_id) for task_id in stale}
-            for task in await store.get_many(stale):
-                found[task["id"]] = self._keep(task, tokens[task["id"]])
+            found |= await self._read(store, stale)
         # A task deleted between the two queries is left out.
         return [found[row["id"]] for row in rows if row["id"] in found]
 
@@ -149,18 +145,32 @@ class ViewCache:
     def _young(self, kept_at: float) -> bool:
         return time.monotonic() - kept_at < self.max_age_s
 
-    def _begin(self, task_id: str) -> object:
-        token = object()
+    async def _read(self, store: TaskStore, task_ids: list[str]) -> dict[str, CachedView]:
+        """The views of these tasks (those that exist) from the store, each kept unless a change of
+        its task was told while it was read (or the cache is off)."""
+        tokens = {task_id: object() for task_id in task_ids}
         if self._enabled:
-            self._reading[task_id] = token
-        return token
+            self._reading |= tokens
+        try:
+            tasks = [await store.get(task_ids[0])] if len(task_ids) == 1 else await store.get_many(task_ids)
+        finally:
+            # Unforgotten reads: their rows are as new as any change told so far.
+            current = {task_id for task_id, token in tokens.items() if self._reading.get(task_id) is token}
+            for task_id in current:
+                del self._reading[task_id]
+        views = {}
+        for task in tasks:
+            if task is not None:
+                views[task["id"]] = cached = self._view_of(task)
+                if task["id"] in current:
+                    self._keep(task["id"], cached)
+        return views
 
-    def _keep(self, task: TaskRecord, token: object) -> CachedView:
-        task_id = task["id"]
-        cached = CachedView(task["tenant"], task["updated_at"], encode(task_view(task)), time.monotonic())
-        if self._reading.get(task_id) is not token:
-            return cached  # forgotten meanwhile (or the cache is off): served once, not kept
-        del self._reading[task_id]
+    @staticmethod
+    def _view_of(task: TaskRecord) -> CachedView:
+        return CachedView(task["tenant"], task["updated_at"], encode(task_view(task)), time.monotonic())
+
+    def _keep(self, task_id: str, cached: CachedView) -> None:
         previous = self._views.pop(task_id, None)
         if previous is not None:
             self.size_bytes -= _cost(task_id, previous)
@@ -169,7 +179,6 @@ class ViewCache:
         while self.size_bytes > self.max_bytes and self._views:
             evicted_id, evicted = self._views.popitem(last=False)
             self.size_bytes -= _cost(evicted_id, evicted)
-        return cached
 
 
 def _cost(task_id: str, cached: CachedView) -> int:

@@ -165,3 +165,13 @@ async def test_nothing_is_kept_longer_than_its_age_limit(store):
     assert msgspec.json.decode((await views.view(store, task_id)).body)["message"] == "untold"
     assert (await views.listed("counts", lambda: store.counts(top_level=True)))["failed"] == 1
     assert len(views) == 1 and views.size_bytes == views.stats().size_bytes
+
+
+async def test_reads_of_missing_tasks_or_failed_reads_leave_nothing_behind(store, views, tmp_path):
+    for n in range(100):  # ids nobody has: a client probing must not grow the cache
+        assert await views.view(store, f"{n:032x}") is None
+    closed = SQLiteTaskStore(tmp_path / "closed.sqlite3")
+    await closed.close()
+    with pytest.raises(Exception):  # noqa: B017 - whatever a closed database raises
+        await views.view(closed, "e" * 32)
+    assert len(views) == 0 and views._reading == {} and views.size_bytes == 0
