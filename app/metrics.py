@@ -196,7 +196,9 @@ class Metrics:
                 "1 when the task database answered this scrape, else 0.",
                 int(bool(from_database)),
             ),
-            GaugeMetricFamily("video_api_workers_running", "Worker processes running a download.", running),
+            GaugeMetricFamily(
+                "video_api_workers_running", "Downloads running now (threads of the download host).", running
+            ),
             CounterMetricFamily(
                 "video_api_downloaded_bytes", "Bytes downloaded by completed tasks.", self.downloaded_bytes
             ),

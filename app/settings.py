@@ -59,7 +59,7 @@ class Settings:
     max_concurrent: int = setting(
         "VIDEO_API_MAX_CONCURRENT",
         2,
-        "Downloads running at once, each in its own worker process and process group.",
+        "Downloads running at once, each in a thread of the download host process (one process for all: memory).",
         low=1,
         high=64,
     )

@@ -6,7 +6,7 @@ api       GET /api/status and GET /api/tasks?limit=50 per second with --tasks st
           on PostgreSQL beside one on SQLite in alternating rounds (aims: status >= 0.8x, list >= 0.6x);
           the view cache with every stored task read twice (hit rate, views kept, bytes, RSS) at the
           default bound and at 512 MB; two hosts sharing PostgreSQL under load at once
-cross     two hosts: time from a cancel on B to the worker gone on A (5 trials), and from a change on A
+cross     two hosts: time from a cancel on B to the download stopped on A (5 trials), and from a change on A
           to the same change reaching an SSE follower on B (p50, p99 over a throttled download)
 download  a --big-mb file fetched from the host holding it; through Debian's haproxy (2.6, run here in the
           foreground, HTTPS frontend with a throwaway CA's certificate, plain HTTP to the hosts) on the haproxy
@@ -47,7 +47,7 @@ from store_bench import fill_postgres, fill_sqlite  # noqa: E402
 from tests.support import haproxy  # noqa: E402
 from tests.support.certificates import TestCA  # noqa: E402
 from tests.support.haproxy import local_values, render_config  # noqa: E402
-from tests.support.helpers import free_port, process_group_members, task_worker  # noqa: E402
+from tests.support.helpers import free_port, leftovers, task_worker  # noqa: E402
 from tests.support.mediaserver import MediaServer, generate_media  # noqa: E402
 from tests.support.postgres import PostgresServer  # noqa: E402
 
@@ -220,15 +220,15 @@ def bench_cross(work: Path, server: PostgresServer, media: MediaServer) -> None:
             holder = owner(task_id, a, b)
             other = b if holder is a else a
             task_dir = Path(holder.env["VIDEO_API_DATA_DIR"]) / "media" / task_id
-            while (worker := task_worker(holder.process.pid, task_dir)) is None:
+            while task_worker(holder.process.pid, task_dir) is None:
                 time.sleep(0.01)
             started = time.monotonic()
             urllib.request.urlopen(urllib.request.Request(f"{other.base}/api/tasks/{task_id}", method="DELETE"))
-            while process_group_members(worker):
+            while leftovers(holder.process.pid, task_dir):
                 time.sleep(0.005)
             cancel_s.append(time.monotonic() - started)
         print(
-            f"  cancel on one host -> worker gone on the other: median {statistics.median(cancel_s):.2f} s,"
+            f"  cancel on one host -> download stopped on the other: median {statistics.median(cancel_s):.2f} s,"
             f" max {max(cancel_s):.2f} s ({len(cancel_s)} trials)"
         )
         task_id = submit(a.base, media.url("/slow/noise.mp4?rate=400000&events=1"), extract_audio=False)

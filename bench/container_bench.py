@@ -77,7 +77,7 @@ def start_container(name: str) -> tuple[float, float]:
 
 
 def tree_rss_kib(pid: int) -> int:
-    """RSS of a process and all its descendants (the service, its fork server and resource tracker)."""
+    """RSS of a process and all its descendants (the service and its download host)."""
     table = [
         line.split()
         for line in subprocess.run(

@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from store_bench import fill_sqlite  # noqa: E402
 
-from tests.support.helpers import children_of, free_port  # noqa: E402
+from tests.support.helpers import free_port, host_pids  # noqa: E402
 from tests.support.mediaserver import MediaServer, generate_media  # noqa: E402
 
 PYTHON = sys.executable
@@ -55,7 +55,7 @@ def rss_kb(pid: int) -> int:
 
 
 def pss_kb(pid: int) -> int:
-    """Proportional set size: shared pages (a forked worker shares most of the fork server's) split."""
+    """Proportional set size: pages shared with other processes (libraries) split among them."""
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
         if line.startswith("Pss:"):
             return int(line.split()[1])
@@ -104,14 +104,7 @@ class Service:
 
     def tree_rss(self) -> dict:
         main = self.process.pid
-        forkservers = [c for c in children_of(main) if b"forkserver" in Path(f"/proc/{c}/cmdline").read_bytes()]
-        workers = [w for f in forkservers for w in children_of(f)]
-        return {
-            "main_kb": rss_kb(main),
-            "forkserver_kb": sum(rss_kb(p) for p in forkservers),
-            "workers_kb": [rss_kb(p) for p in workers],
-            "pss_total_kb": sum(pss_kb(p) for p in (main, *forkservers, *workers)),
-        }
+        return {"main_kb": rss_kb(main), "host_kb": sum(rss_kb(p) for p in host_pids(main))}
 
 
 def fill_store(db_path: Path, count: int) -> list[str]:
@@ -317,16 +310,14 @@ def _role(pid: int, parent: int | None) -> str:
         return "main"
     command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     text = b" ".join(command)
-    if b"resource_tracker" in text:
-        return "resource tracker"
-    if b"multiprocessing.forkserver" in text:
-        return "worker" if b"forkserver" in Path(f"/proc/{parent}/cmdline").read_bytes() else "fork server"
+    if b"app.tasks.host" in text:
+        return "download host"
     return Path(command[0].decode()).name or "?"
 
 
 def tree_pss(root: int) -> dict[str, list[int]]:
-    """PSS (KB) of every process of the tree under root, by role: main, resource tracker, fork server,
-    worker, or the program's name (ffprobe, ffmpeg, yt-dlp). Processes gone meanwhile are left out."""
+    """PSS (KB) of every process of the tree under root, by role: main, download host, or the
+    program's name (ffprobe, ffmpeg, yt-dlp). Processes gone meanwhile are left out."""
     by_role: dict[str, list[int]] = {}
     for pid, parent in ((root, None), *_descendants(root)):
         with contextlib.suppress(OSError):
@@ -491,7 +482,7 @@ def bench_churn(work: Path, media: MediaServer, downloads: int) -> None:
                     rss = service.tree_rss()
                     print(
                         f"  after {batch + 50:>3} downloads ({failed} failed): main {rss['main_kb'] / 1024:.1f} MB,"
-                        f" fork server {rss['forkserver_kb'] / 1024:.1f} MB"
+                        f" download host {rss['host_kb'] / 1024:.1f} MB"
                     )
                 elapsed = time.perf_counter() - started
                 print(

@@ -36,15 +36,15 @@ def test_stop_mid_download_then_restart_resumes_the_part_file(service_factory, m
     mark = len(media_server.requests)
     task_id = service.submit(media_server.url(f"/slow/noise.mp4?rate=250000&stop={signum}"), extract_audio=True)
     service.wait(task_id, lambda s: s["status"] == "downloading" and s["progress"] >= 25)
-    worker = task_worker(service.process.pid, service.data_dir / "media" / task_id)
-    assert worker
+    host = task_worker(service.process.pid, service.data_dir / "media" / task_id)
+    assert host
 
     elapsed = service.stop(signum)
     assert elapsed < 30
     deadline = time.monotonic() + 10
-    while process_group_members(worker) and time.monotonic() < deadline:
-        time.sleep(0.1)  # after kill -9 the worker notices the closed pipe and kills its group
-    assert process_group_members(worker) == []
+    while process_group_members(host) and time.monotonic() < deadline:
+        time.sleep(0.1)  # after kill -9 the download host notices the closed connection and kills its group
+    assert process_group_members(host) == []
     status, attempts = _db_status(service, task_id)
     if signum == signal.SIGTERM:
         assert (status, attempts) == ("queued", 0)  # a clean stop does not count as an attempt

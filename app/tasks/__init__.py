@@ -1,2 +1,2 @@
-"""Running the work: the scheduler, worker processes (yt-dlp, FFmpeg) and their protocol, the
+"""Running the work: the scheduler, the download host (yt-dlp, FFmpeg) and its protocol, the
 address guard, retention, events, callbacks."""

@@ -1,7 +1,7 @@
 """Address guard: which hosts the downloader may reach, checked on every socket it connects.
 
 The submitted URL is checked in the HTTP handler, but redirects, playlist fragments and URLs
-embedded in pages are only known inside yt-dlp. So the worker process patches socket connects:
+embedded in pages are only known inside yt-dlp. So the download host patches socket connects:
 every TCP connection the downloader opens is resolved and checked here first.
 """
 
@@ -12,14 +12,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from app.tasks import task_scope
+
 if TYPE_CHECKING:
     import _socket  # the class that declares socket.socket's connect methods, in typeshed
     from socket import _GetAddrInfoResult  # what socket.getaddrinfo() returns, in typeshed
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _ALLOWED_SCHEMES = ("http", "https")
-# Connections refused in this process, newest last: a worker names them when its task fails.
-refused: list[str] = []
 
 
 class BlockedAddressError(OSError):
@@ -89,7 +89,7 @@ def check_resolved(host: str, addresses: Iterable[str], allow: Iterable[Network]
 
 
 def install_socket_guard(allow: Iterable[Network]) -> None:
-    """Patch socket connects in this (worker) process so every TCP connection is checked.
+    """Patch socket connects in this process (the download host) so every TCP connection is checked.
 
     Host names given to connect() are resolved here and the socket is connected to the checked
     address itself, so a second DNS answer cannot swap in a different one.
@@ -110,7 +110,7 @@ def install_socket_guard(allow: Iterable[Network]) -> None:
             try:
                 check_resolved(host, inet, allow)
             except BlockedAddressError as exc:
-                refused.append(str(exc))
+                task_scope.current().refused.append(str(exc))
                 raise
         return infos
 
@@ -123,15 +123,19 @@ def install_socket_guard(allow: Iterable[Network]) -> None:
             return checked_getaddrinfo(host, port, sock.family, socket.SOCK_STREAM)[0][4]
         reason = blocked_reason(host, allow)
         if reason:
-            refused.append(f"{reason} (port {port})")
+            task_scope.current().refused.append(f"{reason} (port {port})")
             raise BlockedAddressError(reason)
         return (host, port, *rest)
 
     def connect(sock: "_socket.socket", address: Any) -> None:
-        return raw_connect(sock, checked_address(sock, address))
+        checked = checked_address(sock, address)
+        task_scope.current().adopt_socket(sock)
+        return raw_connect(sock, checked)
 
     def connect_ex(sock: "_socket.socket", address: Any) -> int:
-        return raw_connect_ex(sock, checked_address(sock, address))
+        checked = checked_address(sock, address)
+        task_scope.current().adopt_socket(sock)
+        return raw_connect_ex(sock, checked)
 
     socket.getaddrinfo = checked_getaddrinfo
     # Patching the class's methods is the point here; mypy refuses assignments to methods.

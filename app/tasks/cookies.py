@@ -56,12 +56,12 @@ def checked_text(text: str) -> str:
 
 
 class CookieSealer:
-    """Encrypts a task's cookies for the store and decrypts them for its worker. Every host of a
+    """Encrypts a task's cookies for the store and decrypts them for its download. Every host of a
     fleet derives the same key from the same secret (VIDEO_API_COOKIE_SECRET)."""
 
     def __init__(self, secret: str) -> None:
-        # Imported here: a service without a cookie secret, and the fork server (the workers get
-        # the cookies opened), never load cryptography (~2 MB a process).
+        # Imported here: a service without a cookie secret, and the download host (it gets the
+        # cookies opened), never load cryptography (~2 MB a process).
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         key = hmac.new(secret.encode(), _KEY_CONTEXT, hashlib.sha256).digest()

@@ -1,10 +1,7 @@
-"""The download itself, run inside a worker process: yt-dlp's Python API, then FFmpeg.
-
-The fork server preloads this module, so each worker starts with yt-dlp already imported.
-Never import it in the service's main process.
+"""The download itself, run in a thread of the download host (app/tasks/host.py): yt-dlp's
+Python API, then FFmpeg. Never import it in the service's main process.
 """
 
-import gc
 import logging
 import re
 import time
@@ -29,7 +26,7 @@ from yt_dlp.networking.exceptions import CertificateVerifyError, HTTPError, Tran
 from yt_dlp.utils import DownloadError, ExtractorError, ReExtractInfo
 
 from app.store.records import FileKind
-from app.tasks import address_guard, media, media_keys
+from app.tasks import address_guard, media, media_keys, task_scope
 from app.tasks import cookies as cookie_files
 from app.tasks.messages import (
     Done,
@@ -99,7 +96,7 @@ def _refuse_other_schemes(
     try:
         address_guard.check_url_syntax(newurl)
     except address_guard.BlockedAddressError as exc:
-        address_guard.refused.append(f"redirect refused: {exc}")
+        task_scope.current().refused.append(f"redirect refused: {exc}")
         raise urllib.error.URLError(exc) from None
     return _follow_redirect(self, req, fp, code, msg, headers, newurl)
 
@@ -108,17 +105,14 @@ yt_dlp.networking._urllib.RedirectHandler.redirect_request = _refuse_other_schem
 
 
 def _warm_up() -> None:
-    """Do once in the fork server what every task would otherwise repeat: yt-dlp matches a URL
-    against ~1,900 extractor patterns, compiling each on first use (about 0.3 s of CPU)."""
+    """Do once as the download host starts what its first task would otherwise wait for: yt-dlp
+    matches a URL against ~1,900 extractor patterns, compiling each on first use (about 0.3 s of CPU)."""
     for extractor in yt_dlp.extractor.gen_extractor_classes():
         extractor.suitable("http://127.0.0.1/warm-up")
     yt_dlp.YoutubeDL({"quiet": True, "cachedir": False}).close()
 
 
 _warm_up()
-# Everything imported so far lives as long as the fork server: kept out of the collector, its pages
-# are not written by any worker's garbage collection, so they stay shared instead of copied per worker.
-gc.freeze()
 
 
 class _Logger:
@@ -165,6 +159,7 @@ class _Progress(yt_dlp.postprocessor.PostProcessor):  # type: ignore[misc]  # yt
         return [], info
 
     def hook(self, d: dict[str, Any]) -> None:
+        task_scope.current().check()  # called for every block: where a cancelled download stops
         downloaded = d.get("downloaded_bytes") or 0
         total = d.get("total_bytes") or d.get("total_bytes_estimate")
         # total_bytes is exact (Content-Length); an estimate alone must not fail a download.
@@ -295,6 +290,7 @@ def _params(spec: RunSpec, task_dir: Path, progress: _Progress, logger: _Logger,
     """yt-dlp's options for this task: one item, no proxies, no external downloaders, no live streams."""
 
     def postprocessor_hook(d: dict[str, Any]) -> None:
+        task_scope.current().check()
         if d["status"] == "started" and d.get("postprocessor") != _Progress.pp_key():
             report(Processing(f"post-processing ({d.get('postprocessor')})"))
 
@@ -349,13 +345,14 @@ def _fetch_with_retry(spec: RunSpec, params: dict[str, Any], progress: _Progress
                     info = _download_or_list(ydl, spec, params)
             break
         except DownloadError as exc:
+            task_scope.current().check()  # a cancel that yt-dlp reported as a failed download
             message = _clean_error(str(exc))
             if attempt == attempts or not is_transient(exc):
                 raise TaskError(message) from None
             wait = backoff_s(spec.retry_delay_s, attempt)
             report(Retrying(f"transient error, retry {attempt} of {attempts - 1} in {wait:g} s: {message}"))
             # A retry resumes the .part file (continuedl), it does not start over.
-            time.sleep(wait)
+            task_scope.current().sleep(wait)
     if spec.max_items is None and _is_playlist(info):  # a playlist's item downloads the first video its URL names
         info = next(iter(info.get("entries") or []), None)
     return info
@@ -503,7 +500,7 @@ def is_transient(error: BaseException) -> bool:
     """True when a failed download is worth trying again: connection reset or refused, timeouts,
     bodies cut short, HTTP 5xx/408/429. Refused addresses, TLS certificate errors, other HTTP errors (404, 403),
     unsupported URLs and size limits are final."""
-    if address_guard.refused:
+    if task_scope.current().refused:
         return False
     pending: list[BaseException | None] = [error]
     seen: set[int] = set()

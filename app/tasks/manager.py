@@ -1,7 +1,8 @@
-"""Runs tasks: FIFO from the store, at most max_concurrent worker processes, cancel, resume.
+"""Runs tasks: FIFO from the store, at most max_concurrent downloads at once, cancel, resume.
 
-Workers are forked from a fork server that has yt-dlp imported already, so a task pays neither
-the interpreter's nor yt-dlp's start-up, and yt-dlp never runs in this (the main) process.
+The downloads run in the download host (app/tasks/host.py), a process that has yt-dlp imported
+already, so a task pays neither the interpreter's nor yt-dlp's start-up, and yt-dlp never runs in
+this (the main) process.
 """
 
 import asyncio
@@ -9,17 +10,11 @@ import contextlib
 import hashlib
 import json
 import logging
-import multiprocessing
-import multiprocessing.forkserver
-import os
 import shutil
-import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,8 +25,8 @@ from app.settings import Settings
 from app.store.base import STATUSES, Limits, QueueFullError, StoreUnavailableError, TaskStore
 from app.store.file_ids import new_file_id
 from app.store.records import ACTIVE, RUNNING, NewFile, NewTask, TaskRecord
-from app.tasks import worker
 from app.tasks.cookies import CookieSealer, CookiesError, cookie_folder
+from app.tasks.host_client import DownloadHost, HostedTask
 from app.tasks.messages import (
     Done,
     DownloadOptions,
@@ -45,11 +40,15 @@ from app.tasks.messages import (
 )
 from app.tasks.retention import Retention
 
-# A task whose worker dies (or whose service dies under it) this many times fails for good.
+# A task whose download host dies (or whose service dies under it) this many times fails for good.
 MAX_ATTEMPTS = 3
 SHUTDOWN_WAIT_S = 5.0
 # yt-dlp matches a URL against its extractors' patterns in well under a second.
 MEDIA_KEY_TIMEOUT_S = 10.0
+# A cancelled download stops at its next block, or when its connection or FFmpeg is cut: at once.
+# One that does not within this is stuck somewhere else: the host is killed (its other downloads
+# are queued again and resume their files).
+CANCEL_GRACE_S = 10.0
 # A download of unknown size makes room again each time it has grown by this much.
 RESERVE_STEP_BYTES = 1024 * 1024
 # While the task database cannot be reached: how often the scheduler tries again, and a task's
@@ -62,9 +61,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Running:
     task: TaskRecord
-    process: BaseProcess
-    conn: Connection
-    exited: asyncio.Future[int | None]
+    hosted: HostedTask
     ended: bool = False  # a final report arrived, or the service cancelled or stopped the task
     status: str = "downloading"
     # Bytes this download will take in the media folder: an estimate at start, then its known size.
@@ -80,17 +77,6 @@ _PLAYLIST_ONLY_OPTIONS = ("playlist_items", "max_items", "callback_url")
 def dedupe_key(url: str, options: dict[str, Any], tenant: str) -> str:
     # The user in the key: two users asking for the same video each get a task of their own.
     return hashlib.sha256(json.dumps([url, options, tenant], sort_keys=True).encode()).hexdigest()
-
-
-def _kill_group(pid: int | None) -> None:
-    if pid is None:  # a process never started has no group to kill
-        return
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        # Not yet its own group leader (killed before os.setsid()): kill the process itself.
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 class Manager:
@@ -113,14 +99,11 @@ class Manager:
         self.metrics = metrics
         self.retention = retention
         self._running: dict[str, _Running] = {}
-        # Every worker process ever started, appended by the starting thread itself: a start that
-        # outlives a cancelled scheduler is still found (and killed) at shutdown.
-        self._started: list[BaseProcess] = []
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._scheduler: asyncio.Task[None] | None = None
-        self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(["app.tasks.lifeline", "app.tasks.downloader", "app.tasks.media_keys"])
+        allow_networks = tuple(str(network) for network in settings.allow_networks)
+        self._host = DownloadHost(allow_networks, settings.log_level)
         self._sealer = CookieSealer(settings.cookie_secret) if settings.cookie_secret else None
 
     @property
@@ -146,12 +129,10 @@ class Manager:
         resumed = await self.store.requeue_running("resuming after restart", count_attempt=True)
         for task_id in resumed:
             log.info("task %s running -> queued (service restarted; resumes)", task_id)
-            # Its worker died with the service (with systemd's PrivateTmp the folder went with it
+            # Its download died with the service (with systemd's PrivateTmp the folder went with it
             # too); only this host's tasks: another service may share this /tmp.
             shutil.rmtree(cookie_folder(task_id), ignore_errors=True)
-        # Start the fork server now, so the first task does not wait for its imports; from this
-        # thread, whose end is the one the fork server's lifeline watches (a quick spawn).
-        multiprocessing.forkserver.ensure_running()
+        self._host.start()
         self._scheduler = asyncio.create_task(self._schedule())
         self._wakeup.set()
 
@@ -198,9 +179,7 @@ class Manager:
         for stopped in (task_id, *(item["id"] for item in items)):
             running = self._running.get(stopped)
             if running is not None:
-                running.ended = True
-                _kill_group(running.process.pid)
-                await asyncio.shield(running.exited)
+                await self._stop(running)
             await self._delete_files(stopped, "deleted with the task")
         current = await self.store.get(task_id)
         assert current is not None  # tasks are never deleted, only cancelled
@@ -216,16 +195,14 @@ class Manager:
                 self.metrics.task_finished("cancelled")
 
     async def shutdown(self) -> None:
-        """Kill all workers and leave their tasks queued, to resume on the next start."""
+        """Kill the download host and leave its tasks queued, to resume on the next start."""
         self._stopping = True
         if self._scheduler is not None:
             self._scheduler.cancel()
         for running in list(self._running.values()):
             running.ended = True
-        self.kill_workers()
-        exits = [asyncio.shield(r.exited) for r in self._running.values()]
-        if exits:
-            await asyncio.wait(exits, timeout=SHUTDOWN_WAIT_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._host.close(), SHUTDOWN_WAIT_S)
         requeued = await self.store.requeue_running(
             "interrupted by service shutdown; resumes on next start", count_attempt=False
         )
@@ -233,18 +210,23 @@ class Manager:
             log.info("task %s running -> queued (service stopping; resumes on next start)", task_id)
 
     def kill_workers(self) -> None:
-        """Kill the process group of every worker still alive. Safe from any thread."""
-        for process in list(self._started):
-            if process.exitcode is None:
-                _kill_group(process.pid)
+        """Kill the download host with every download and FFmpeg it runs. Safe from any thread."""
+        self._host.kill()
 
-    def _start_process(self, process: BaseProcess) -> None:
-        """Runs in a thread. A stop that began meanwhile kills the new worker at once: the
-        scheduler awaiting this may have been cancelled, and nobody else would know the process."""
-        process.start()
-        self._started.append(process)
-        if self._stopping:
-            _kill_group(process.pid)
+    async def _stop(self, running: _Running) -> None:
+        """Stop a running download; returns once nothing of it runs or writes any more."""
+        running.ended = True
+        self._host.cancel(running.hosted)
+        try:
+            await asyncio.wait_for(asyncio.shield(running.hosted.ended), CANCEL_GRACE_S)
+        except TimeoutError:
+            log.error(
+                "task %s did not stop within %g s of its cancel: killing the download host",
+                running.task["id"],
+                CANCEL_GRACE_S,
+            )
+            self._host.kill(running.hosted)
+            await asyncio.shield(running.hosted.ended)
 
     async def _delete_files(self, task_id: str, reason: str) -> None:
         await asyncio.to_thread(shutil.rmtree, self.task_dir(task_id), ignore_errors=True)
@@ -288,8 +270,8 @@ class Manager:
             try:
                 await self._start_worker(task, estimate)
             except Exception as exc:
-                log.exception("task %s: cannot start a worker", task["id"])
-                await self._fail(task["id"], f"cannot start a worker process: {exc}")
+                log.exception("task %s: cannot start its download", task["id"])
+                await self._fail(task["id"], f"cannot start the download: {exc}")
 
     def _reserved(self) -> int:
         return sum(running.reserved for running in self._running.values())
@@ -300,19 +282,9 @@ class Manager:
         return used // count if count else 0
 
     async def media_key(self, url: str) -> str:
-        """The video url names, as reuse compares it (app/tasks/media_keys.py), worked out in a
-        short-lived process from the fork server: yt-dlp stays out of this process."""
-        receiver, sender = self._context.Pipe(duplex=False)
-        process = self._context.Process(target=worker.send_media_key, args=(url, sender), name="media-key")
-        await asyncio.to_thread(self._start_process, process)
-        sender.close()
-        try:
-            return str(await asyncio.wait_for(asyncio.to_thread(receiver.recv), MEDIA_KEY_TIMEOUT_S))
-        finally:
-            _kill_group(process.pid)  # gone already, unless it hung: then its recv() ends with EOF
-            receiver.close()
-            await asyncio.to_thread(process.join)
-            self._started.remove(process)
+        """The video url names, as reuse compares it (app/tasks/media_keys.py), worked out by the
+        download host: yt-dlp stays out of this process."""
+        return await asyncio.wait_for(self._host.media_key(url), MEDIA_KEY_TIMEOUT_S)
 
     def _open_cookies(self, task: TaskRecord) -> str | None:
         if task["cookies"] is None:
@@ -335,29 +307,20 @@ class Manager:
             options=msgspec.convert(task["options"], DownloadOptions),
             task_dir=str(self.task_dir(task["id"])),
             max_filesize=self.settings.max_filesize_bytes,
-            allow_networks=tuple(str(network) for network in self.settings.allow_networks),
-            log_level=self.settings.log_level,
             download_attempts=self.settings.download_attempts,
             retry_delay_s=self.settings.retry_delay_s,
             cookies=cookies,
             max_items=None if task["parent_id"] else self._max_items(task["options"]),
         )
-        parent_conn, child_conn = self._context.Pipe()
-        process = self._context.Process(target=worker.run, args=(spec, child_conn), name=f"task-{task['id']}")
-        await asyncio.to_thread(self._start_process, process)
-        child_conn.close()
-        loop = asyncio.get_running_loop()
-        running = _Running(task=task, process=process, conn=parent_conn, exited=loop.create_future(), reserved=reserved)
+        running = _Running(task=task, hosted=self._host.run(spec), reserved=reserved)
         self._running[task["id"]] = running
         running.watcher = asyncio.create_task(self._watch(running))
         try:
             current = await self.store.get(task["id"])
         except StoreUnavailableError:
             return  # a cancel meanwhile reaches the worker at the next lease renewal
-        if current is None or current["status"] not in RUNNING:  # cancelled while the worker started
-            running.ended = True
-            _kill_group(process.pid)
-            await asyncio.shield(running.exited)
+        if current is None or current["status"] not in RUNNING:  # cancelled while the download started
+            await self._stop(running)
             await asyncio.to_thread(shutil.rmtree, self.task_dir(task["id"]), ignore_errors=True)
 
     def _max_items(self, options: dict[str, Any]) -> int:
@@ -365,47 +328,25 @@ class Manager:
         return min(options.get("max_items") or cap, cap)
 
     async def _watch(self, running: _Running) -> None:
-        loop = asyncio.get_running_loop()
         task_id = running.task["id"]
-        reports: asyncio.Queue[Report | None] = asyncio.Queue()
-
-        def readable() -> None:
-            try:
-                reports.put_nowait(running.conn.recv())
-            except (EOFError, OSError):
-                loop.remove_reader(running.conn.fileno())
-                reports.put_nowait(None)
-
-        def exited() -> None:
-            loop.remove_reader(running.process.sentinel)
-            running.process.join(0)
-            running.exited.set_result(running.process.exitcode)
-
-        pipe = running.conn.fileno()
-        loop.add_reader(pipe, readable)
-        loop.add_reader(running.process.sentinel, exited)
+        hosted = running.hosted
         try:
-            while (report := await reports.get()) is not None:
+            while (report := await hosted.reports.get()) is not None:
                 if not running.ended:
                     await self._handle_report(running, report)
-            exitcode = await asyncio.shield(running.exited)
+            exitcode = await asyncio.shield(hosted.ended)
             if not running.ended and not self._stopping:
-                await self._worker_died(running, exitcode)
+                await self._host_died(running, exitcode)
         except StoreUnavailableError:
             pass  # the service stopped while a final status waited: the task resumes on the next start
         except Exception:
             log.exception("task %s: watcher failed", task_id)
-            await self._fail(task_id, "internal error while watching the worker")
+            await self._stop(running)  # before its files are deleted: nothing writes them again
+            await self._fail(task_id, "internal error while watching the download")
         finally:
-            # However the watcher ends: a reader left on a closed descriptor would take the events of
-            # the next connection that gets its number, and that request would never be read.
-            loop.remove_reader(pipe)
-            if not running.exited.done():
-                _kill_group(running.process.pid)
-            shutil.rmtree(cookie_folder(task_id), ignore_errors=True)  # the worker's, if it was killed
-            running.conn.close()
+            self._host.cancel(hosted)  # its download, if the watcher was cancelled before it ended
+            shutil.rmtree(cookie_folder(task_id), ignore_errors=True)  # the download's, if its host was killed
             del self._running[task_id]
-            self._started.remove(running.process)
             self._wakeup.set()
 
     async def _handle_report(self, running: _Running, report: Report) -> None:
@@ -576,18 +517,16 @@ class Manager:
         running = self._running.get(task_id)
         if running is None or running.ended:
             return
-        log.info("task %s is no longer ours (cancelled or taken over elsewhere): stopping its worker", task_id)
-        running.ended = True
-        _kill_group(running.process.pid)
-        await asyncio.shield(running.exited)
+        log.info("task %s is no longer ours (cancelled or taken over elsewhere): stopping its download", task_id)
+        await self._stop(running)
         await asyncio.to_thread(shutil.rmtree, self.task_dir(task_id), ignore_errors=True)
 
-    async def _worker_died(self, running: _Running, exitcode: int | None) -> None:
+    async def _host_died(self, running: _Running, exitcode: int | None) -> None:
         task_id = running.task["id"]
         if running.task["attempts"] >= MAX_ATTEMPTS:
-            await self._fail(task_id, f"worker process died {MAX_ATTEMPTS} times (last exit code {exitcode})")
+            await self._fail(task_id, f"its download host died {MAX_ATTEMPTS} times (last exit code {exitcode})")
             return
-        message = f"worker process died (exit code {exitcode}); retrying"
+        message = f"its download host died (exit code {exitcode}); retrying"
         requeue = {"status": "queued", "message": message, "speed": None, "eta": None}
         if await self._until_stored(lambda: self.store.update_owned(task_id, requeue)):
             log.info("task %s running -> queued (%s)", task_id, message)

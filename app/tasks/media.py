@@ -3,6 +3,7 @@
 import asyncio
 import json
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -67,23 +68,16 @@ def _run(command: list[str], timeout: float | None = None) -> subprocess.Complet
         raise MediaError(f"{command[0]} did not finish within {timeout} s") from None
 
 
+# One ffprobe at a time in the download host: each takes ~7 MB, and downloads that end together would
+# otherwise probe together (a probe takes tens of milliseconds).
+_probing = threading.Lock()
+
+
 def probe(path: Path) -> dict[str, Any]:
     """ffprobe's format and streams of a local file; raises MediaError if it is not media."""
-    result = _run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-protocol_whitelist",
-            "file",
-            "-show_format",
-            "-show_streams",
-            "-of",
-            "json",
-            "file:" + str(path),
-        ],
-        timeout=120,
-    )
+    command = ["ffprobe", "-v", "error", "-protocol_whitelist", "file", "-show_format", "-show_streams", "-of", "json"]
+    with _probing:
+        result = _run([*command, "file:" + str(path)], timeout=120)
     if result.returncode != 0:
         raise MediaError(f"ffprobe rejected {path.name}: {result.stderr.strip()[-300:]}")
     info: dict[str, Any] = json.loads(result.stdout)

@@ -2,8 +2,8 @@
 `youtu.be/ID` and `youtube.com/watch?v=ID` are one video. URLs no site-specific extractor knows
 (the generic extractor's) are compared as normalised URLs.
 
-yt-dlp's URL patterns decide, without a network request; this runs in worker processes only
-(the fork server has yt-dlp imported, the service's main process never does).
+yt-dlp's URL patterns decide, without a network request; this runs in the download host only
+(it has yt-dlp imported, the service's main process never does).
 """
 
 import urllib.parse

@@ -1,6 +1,7 @@
-"""The worker protocol: what the main process hands a worker process (RunSpec) and every report a
-worker sends back over its pipe. Both sides use these types in their signatures; the manager
-dispatches on the report's type."""
+"""The download host's protocol: what the main process sends the host (HostConfig once, then
+RunSpec, Cancel, MediaKeyOf) and what the host sends back over the same connection (a task's
+reports, each in a TaskReport; TaskEnded; MediaKeyIs). Both sides use these types in their
+signatures; the manager dispatches on the report's type."""
 
 from typing import Any, Literal
 
@@ -34,8 +35,6 @@ class RunSpec(msgspec.Struct, frozen=True):
     options: DownloadOptions
     task_dir: str
     max_filesize: int
-    allow_networks: tuple[str, ...]
-    log_level: str
     download_attempts: int
     retry_delay_s: float
     cookies: str | None = None  # the cookies.txt text, opened for this run; never logged
@@ -98,3 +97,41 @@ class Failed(msgspec.Struct, frozen=True):
 
 
 Report = Progress | Processing | Retrying | Done | Playlist | Failed
+
+
+class HostConfig(msgspec.Struct, frozen=True):
+    """The host's first message: what holds for every download it runs."""
+
+    allow_networks: tuple[str, ...]
+    log_level: str
+
+
+class Cancel(msgspec.Struct, frozen=True):
+    task_id: str
+
+
+class MediaKeyOf(msgspec.Struct, frozen=True):
+    """Which video the url names (app/tasks/media_keys.py); answered by a MediaKeyIs of the same request."""
+
+    request: int
+    url: str
+
+
+class TaskReport(msgspec.Struct, frozen=True):
+    task_id: str
+    report: Report
+
+
+class TaskEnded(msgspec.Struct, frozen=True):
+    """The task's thread has ended: nothing of it runs or writes any more."""
+
+    task_id: str
+
+
+class MediaKeyIs(msgspec.Struct, frozen=True):
+    request: int
+    key: str | None  # None: working it out failed (the host logged why)
+
+
+ToHost = HostConfig | RunSpec | Cancel | MediaKeyOf
+FromHost = TaskReport | TaskEnded | MediaKeyIs

@@ -20,7 +20,7 @@ import requests
 from app.api.view_cache import MAX_AGE_S
 from app.tenants.tenants_file import Role, Tenant, token_digest, write
 from tests.support.certificates import TestCA
-from tests.support.helpers import ServiceProcess, ffprobe, free_port, process_group_members, task_worker
+from tests.support.helpers import ServiceProcess, ffprobe, free_port, leftovers, task_worker
 from tests.support.postgres import PostgresServer
 
 SECRET = "cluster-secret-for-tests-0123456789"
@@ -100,22 +100,22 @@ def test_a_task_submitted_on_one_host_is_followed_and_fetched_on_another(hosts, 
     assert listing["counts"]["completed"] == 1 and listing["tasks"][0]["task_id"] == task_id
 
 
-def test_a_cancel_on_another_host_stops_the_owners_worker(hosts, media_server):
+def test_a_cancel_on_another_host_stops_the_owners_download(hosts, media_server):
     a, b = hosts("a"), hosts("b")
     task_id = a.submit(media_server.url(SLOW + "&cancel=1"), extract_audio=False)
     a.wait(task_id, lambda s: s["status"] == "downloading" and s["progress"] > 0)
     owner = owner_of(task_id, a, b)
     other = b if owner is a else a
-    worker = task_worker(owner.process.pid, owner.data_dir / "media" / task_id)
-    assert worker
+    task_dir = owner.data_dir / "media" / task_id
+    assert task_worker(owner.process.pid, task_dir)
     started = time.monotonic()
     response = requests.delete(f"{other.base}/api/tasks/{task_id}", timeout=10)
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
-    while process_group_members(worker) and time.monotonic() - started < 5:
+    while leftovers(owner.process.pid, task_dir) and time.monotonic() - started < 5:
         time.sleep(0.02)
     elapsed = time.monotonic() - started
-    print(f"cancel on {other.name} -> worker on {owner.name} gone in {elapsed:.2f} s")
-    assert process_group_members(worker) == []
+    print(f"cancel on {other.name} -> download on {owner.name} stopped in {elapsed:.2f} s")
+    assert leftovers(owner.process.pid, task_dir) == []
     assert elapsed < 2.0
     assert owner.get(f"/api/status/{task_id}")["status"] == "cancelled"
     deadline = time.monotonic() + 5
@@ -317,18 +317,18 @@ def test_a_playlist_cancelled_on_one_host_stops_its_items_on_every_host(hosts, m
             break
         assert time.monotonic() < deadline, running
         time.sleep(0.05)
-    workers = [
-        task_worker(owner.process.pid, owner.data_dir / "media" / t["task_id"])
+    downloads = [
+        (owner.process.pid, owner.data_dir / "media" / t["task_id"])
         for t in running
         for owner in [owner_of(t["task_id"], a, b)]
     ]
-    assert all(workers)
+    assert all(task_worker(*download) for download in downloads)
     response = requests.delete(f"{b.base}/api/tasks/{parent_id}", timeout=10)
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
     deadline = time.monotonic() + 5
-    while any(process_group_members(w) for w in workers) and time.monotonic() < deadline:
+    while any(leftovers(*download) for download in downloads) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(process_group_members(w) for w in workers)
+    assert not any(leftovers(*download) for download in downloads)
     assert {t["status"] for t in b.get(f"/api/tasks?parent_id={parent_id}")["tasks"]} == {"cancelled"}
     left = [(s.name, i) for s in (a, b) for i in _item_ids(a, parent_id)]
     while left := [(s, i) for s, i in left if ({"a": a, "b": b}[s].data_dir / "media" / i).exists()]:

@@ -103,29 +103,41 @@ def children_of(parent: int) -> list[int]:
     return [pid for pid, ppid, _ in _live_processes() if ppid == parent]
 
 
-def worker_pids(service_pid: int) -> list[int]:
-    """Worker processes: children of the service's fork server (a child of the service)."""
+def host_pids(service_pid: int) -> list[int]:
+    """The service's download hosts (app/tasks/host.py): children of the service running app.tasks.host."""
     pids = []
     for child in children_of(service_pid):
         try:
             cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"forkserver" in cmdline:
-            pids.extend(children_of(child))
+        if b"app.tasks.host" in cmdline:
+            pids.append(child)
     return pids
 
 
+def _open_files(pid: int) -> list[str]:
+    try:
+        return [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+    except OSError:
+        return []
+
+
 def task_worker(service_pid: int, task_dir: Path) -> int | None:
-    """The worker process that has a file of task_dir open (its .part file), if any."""
-    for pid in worker_pids(service_pid):
-        try:
-            targets = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
-        except OSError:
-            continue
-        if any(target.startswith(str(task_dir) + "/") for target in targets):
+    """The process that has a file of task_dir open (the download host, writing its .part file), if any."""
+    for pid in host_pids(service_pid):
+        if any(target.startswith(str(task_dir) + "/") for target in _open_files(pid)):
             return pid
     return None
+
+
+def leftovers(service_pid: int, folder: Path) -> list[str]:
+    """What the service's download hosts still run or hold of folder: its files open, child processes (FFmpeg)."""
+    found = []
+    for pid in host_pids(service_pid):
+        found += [f"host {pid} has {target} open" for target in _open_files(pid) if target.startswith(f"{folder}/")]
+        found += [f"host {pid} runs {child}" for child in children_of(pid)]
+    return found
 
 
 def free_port() -> int:

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from app.tasks import manager as manager_module
 from app.tasks.manager import MAX_ATTEMPTS
 from tests.support.helpers import (
     ffprobe,
+    host_pids,
+    leftovers,
     process_group_members,
     submit,
     task_worker,
     wait_status,
-    worker_pids,
 )
 
 
@@ -121,25 +123,31 @@ async def test_same_url_and_options_while_active_returns_the_active_task(client,
         await client.delete(f"/api/tasks/{task_id}")
 
 
-async def test_cancel_kills_the_process_group_and_deletes_files(client, media_server):
+async def test_cancel_stops_its_download_alone_and_deletes_its_files(make_client, media_server):
+    # Downloads share one download host: a cancel stops the one download, not the host or the others.
+    client = await make_client(max_concurrent=2)
     task_id = await submit(client, media_server.url("/slow/noise.mp4?rate=200000&cancel=1"))
+    other = await submit(client, media_server.url("/slow/noise.mp4?rate=2000000&cancel=2"), extract_audio=False)
     await wait_status(client, task_id, ("downloading",))
     while (await (await client.get(f"/api/status/{task_id}")).json())["progress"] <= 0:
         await asyncio.sleep(0.05)
     task_dir = client.settings.media_dir / task_id
-    worker = task_worker(os.getpid(), task_dir)
-    assert os.getpgid(worker) == worker  # the worker leads its own process group
+    host = task_worker(os.getpid(), task_dir)
+    assert host is not None and os.getpgid(host) == host  # the host leads its own process group
     assert any(task_dir.iterdir())  # a .part file is being written
 
     response = await client.delete(f"/api/tasks/{task_id}")
     body = await response.json()
     assert response.status == 200
     assert body["status"] == "cancelled"
-    assert process_group_members(worker) == []
+    assert leftovers(os.getpid(), task_dir) == []  # nothing of it writes any more
     assert not task_dir.exists()
     await asyncio.sleep(0.5)  # nothing recreates it afterwards
     assert not task_dir.exists()
     assert (await (await client.get(f"/api/status/{task_id}")).json())["status"] == "cancelled"
+    finished = await wait_status(client, other)
+    assert finished["status"] == "completed" and finished["attempts"] == 1, finished
+    assert host_pids(os.getpid()) == [host]
 
 
 def _is_audio_extraction(pid: int) -> bool:
@@ -154,18 +162,19 @@ async def test_cancel_while_ffmpeg_extracts_kills_ffmpeg_too(client, media_serve
     task_dir = client.settings.media_dir / task_id
     deadline = time.monotonic() + 30
     while True:
-        # Workers of earlier tests may still be exiting: take the one whose group runs the extraction.
-        extracting = [w for w in worker_pids(os.getpid()) if any(map(_is_audio_extraction, process_group_members(w)))]
+        extracting = [h for h in host_pids(os.getpid()) if any(map(_is_audio_extraction, process_group_members(h)))]
         if extracting:
-            worker = extracting[0]
+            host = extracting[0]
             break
         assert time.monotonic() < deadline, "FFmpeg never ran"
         await asyncio.sleep(0.01)
-    # The worker's "processing" report was sent before FFmpeg started; the service may still be storing it.
+    # The "processing" report was sent before FFmpeg started; the service may still be storing it.
     assert (await wait_status(client, task_id, ("processing",), timeout=10))["status"] == "processing"
     body = await (await client.delete(f"/api/tasks/{task_id}")).json()
     assert body["status"] == "cancelled"
-    assert process_group_members(worker) == []  # yt-dlp's process and its FFmpeg child
+    assert not any(map(_is_audio_extraction, process_group_members(host)))  # its FFmpeg is gone
+    assert leftovers(os.getpid(), task_dir) == []
+    assert host in host_pids(os.getpid())  # the host itself goes on
     assert not task_dir.exists()
 
 
@@ -244,7 +253,7 @@ async def test_size_limit_holds_when_the_size_is_unknown_upfront(make_client, me
     assert not (client.settings.media_dir / task_id).exists()
 
 
-async def test_a_task_whose_worker_keeps_dying_fails_after_bounded_attempts(client, media_server):
+async def test_a_task_whose_download_host_keeps_dying_fails_after_bounded_attempts(client, media_server):
     task_id = await submit(client, media_server.url("/slow/noise.mp4?rate=100000&crash=1"))
     task_dir = client.settings.media_dir / task_id
     for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -254,10 +263,53 @@ async def test_a_task_whose_worker_keeps_dying_fails_after_bounded_attempts(clie
             worker = task_worker(os.getpid(), task_dir)
             if status["status"] == "downloading" and status["attempts"] == attempt and worker:
                 break
-            assert time.monotonic() < deadline, (attempt, worker_pids(os.getpid()), status)
+            assert time.monotonic() < deadline, (attempt, host_pids(os.getpid()), status)
             await asyncio.sleep(0.05)
         os.kill(worker, signal.SIGKILL)  # as the kernel's OOM killer would
     status = await wait_status(client, task_id)
     assert status["status"] == "failed"
     assert f"died {MAX_ATTEMPTS} times" in status["error"]
     assert not (client.settings.media_dir / task_id).exists()
+
+
+async def test_a_download_that_does_not_stop_has_its_host_killed_and_the_others_resume(
+    make_client, media_server, monkeypatch
+):
+    # A host that cannot act on a cancel (stopped here; stuck in a system call in life) is killed after the
+    # grace: the cancel completes, and the other download of the host is queued again and resumes.
+    monkeypatch.setattr(manager_module, "CANCEL_GRACE_S", 1.0)
+    client = await make_client(max_concurrent=2)
+    stuck, other = [
+        await submit(client, media_server.url(f"/slow/noise.mp4?rate=300000&stuck={n}"), extract_audio=False)
+        for n in (1, 2)
+    ]
+    deadline = time.monotonic() + 30
+    while not all(task_worker(os.getpid(), client.settings.media_dir / t) for t in (stuck, other)):
+        assert time.monotonic() < deadline, host_pids(os.getpid())
+        await asyncio.sleep(0.05)
+    (host,) = host_pids(os.getpid())
+    os.kill(host, signal.SIGSTOP)
+    body = await (await client.delete(f"/api/tasks/{stuck}")).json()
+    assert body["status"] == "cancelled"
+    assert not (client.settings.media_dir / stuck).exists()
+    status = await wait_status(client, other)
+    assert status["status"] == "completed" and status["attempts"] == 2, status
+    assert host not in host_pids(os.getpid())
+
+
+async def test_a_killed_download_host_loses_none_of_its_downloads(make_client, media_server):
+    # One host runs every download: when it dies, each of them is queued again and resumes in a new host.
+    client = await make_client(max_concurrent=2)
+    urls = [media_server.url(f"/slow/noise.mp4?rate=300000&host-killed={n}") for n in (1, 2)]
+    task_ids = [await submit(client, url, extract_audio=False) for url in urls]
+    task_dirs = [client.settings.media_dir / task_id for task_id in task_ids]
+    deadline = time.monotonic() + 30
+    while not all(task_worker(os.getpid(), task_dir) for task_dir in task_dirs):
+        assert time.monotonic() < deadline, host_pids(os.getpid())
+        await asyncio.sleep(0.05)
+    (host,) = host_pids(os.getpid())
+    os.kill(host, signal.SIGKILL)
+    for task_id in task_ids:
+        status = await wait_status(client, task_id)
+        assert status["status"] == "completed" and status["attempts"] == 2, status
+    assert host not in host_pids(os.getpid())

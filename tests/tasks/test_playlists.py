@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.support.helpers import FINAL, make_settings, submit, wait_status, worker_pids
+from tests.support.helpers import FINAL, leftovers, make_settings, submit, wait_status
 from tests.support.mediaserver import PLAYLIST_TITLE
 
 
@@ -119,8 +119,8 @@ async def test_cancelling_the_playlist_stops_its_items_and_deletes_their_files(m
     assert parent["status"] == "cancelled"
     items = (await items_of(client, parent_id))["tasks"]
     assert {item["status"] for item in items} == {"cancelled"}
-    assert worker_pids(os.getpid()) == []  # the in-process service's workers: children of its fork server
     media = client.settings.media_dir
+    assert leftovers(os.getpid(), media) == []  # the in-process service's download host
     assert not any(media.rglob("*.*")), list(media.rglob("*"))
 
 
@@ -214,8 +214,6 @@ def test_a_video_read_as_a_possible_playlist_fails_with_ytdlps_message(media_ser
         options=DownloadOptions("best", True, False, "mp3", "192"),
         task_dir=str(tmp_path / "task"),
         max_filesize=2**30,
-        allow_networks=(),
-        log_level="INFO",
         download_attempts=1,
         retry_delay_s=0,
         max_items=10,

@@ -1,5 +1,5 @@
-"""SIGTERM at any moment after a submit, with the fork server cold or warm: the service exits
-within 5 s and leaves no process behind (a worker being started when the stop came included)."""
+"""SIGTERM at any moment after a submit, with the download host cold or warm: the service exits
+within 5 s and leaves no process behind (a download being started when the stop came included)."""
 
 import signal
 import time
@@ -16,7 +16,7 @@ DELAYS_S = (0.0, 0.03, 0.08, 0.15, 0.25, 0.4)
 
 
 def processes_with(marker: str) -> list[int]:
-    """Live processes whose environment holds marker: the service, its fork server, workers, FFmpeg."""
+    """Live processes whose environment holds marker: the service, its download host, FFmpeg."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -59,7 +59,7 @@ def assert_nothing_left(marker: str, grace_s: float, when: str) -> None:
 
 def trial(tmp_path: Path, media_server, delay: float, warm: bool, queued: int = 1) -> float:
     service, marker = marked_service(tmp_path)
-    if warm:  # a first download running means the fork server has finished its imports
+    if warm:  # a first download running means the download host has finished its imports
         first = service.submit(media_server.url(f"/slow/noise.mp4?rate=100000&warm={marker}"), extract_audio=False)
         service.wait(first, lambda s: s["status"] == "downloading" and s["progress"] > 0)
     for n in range(queued):
@@ -75,15 +75,15 @@ def trial(tmp_path: Path, media_server, delay: float, warm: bool, queued: int = 
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["stop", "crash"])
-def test_the_fork_server_goes_with_the_service_even_while_it_still_imports(tmp_path, signum):
-    """The fork server spends about a second importing yt-dlp after start-up: a stop or a crash
+def test_the_download_host_goes_with_the_service_even_while_it_still_imports(tmp_path, signum):
+    """The download host spends about a second importing yt-dlp after start-up: a stop or a crash
     then must take it along at once, not leave it to finish its imports alone."""
     service, marker = marked_service(tmp_path)
     service.stop(signum, timeout=30)
     assert_nothing_left(marker, 0.3, f"by a {signal.Signals(signum).name} right after start-up")
 
 
-@pytest.mark.parametrize("warm", [False, True], ids=["cold-fork-server", "warm-fork-server"])
+@pytest.mark.parametrize("warm", [False, True], ids=["cold-download-host", "warm-download-host"])
 def test_sigterm_at_many_delays_after_a_submit_exits_promptly(tmp_path, media_server, warm):
     times = [trial(tmp_path, media_server, delay, warm) for delay in DELAYS_S]
     print(f"{'warm' if warm else 'cold'}: exit times {[round(t, 2) for t in times]} s")
