@@ -1,17 +1,17 @@
 """Benchmarks of the service (prints figures; not a test).
 
     .venv/bin/python bench/service_bench.py [--only api,rss,churn,wall,reuse] [--targets status,list50,...]
-        [--big-mb 200]
+        [--big-mb 200] [--rounds 3] [--warm 60] [--original-venv DIR --original-src DIR]
 
 api    GET /api/status and GET /api/tasks?limit=50 with 100,000 stored tasks at 1/16/64 connections,
        and list latency with 1,000 vs 100,000 tasks (cost must not grow with the table)
 rss    PSS of each process of the tree idle, and the peak PSS of the whole tree (FFmpeg, ffprobe
-       included) while three --big-mb downloads run at once: this service, the original project
-       (tmwgsicp/video-download-api, when --original-venv/--original-src are given) and three
-       `yt-dlp` CLI processes, in the same run
-churn  main-process RSS across 200 downloads
+       included) while three --big-mb downloads run at once, fresh and after --warm small downloads,
+       --rounds times: this service, the original project (tmwgsicp/video-download-api, when
+       --original-venv/--original-src are given) and three `yt-dlp` CLI processes, in the same run
+churn  RSS of the main process and the download host across 200 downloads
 wall   one large local download through the service vs plain `yt-dlp` on the same file
-reuse  `reuse: true` answered from a completed task (a short-lived process decides which video the URL
+reuse  `reuse: true` answered from a completed task (the download host decides which video the URL
        names) vs downloading the same video again
 
 The load generator runs in this process on the same 2 cores as the service, so requests/s is a
@@ -31,6 +31,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -54,12 +55,15 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def pss_kb(pid: int) -> int:
-    """Proportional set size: pages shared with other processes (libraries) split among them."""
+def _rollup(pid: int) -> tuple[int, int]:
+    """PSS of pid and its anonymous part (KB). PSS splits shared pages among the processes that map
+    them; its other part are pages of files (FFmpeg's and Python's libraries) the kernel may drop."""
+    fields = {}
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    return 0
+        key, _, value = line.partition(":")
+        if key in ("Pss", "Pss_Anon"):
+            fields[key] = int(value.split()[0])
+    return fields["Pss"], fields.get("Pss_Anon", 0)
 
 
 def answering(server, what: str):
@@ -315,26 +319,35 @@ def _role(pid: int, parent: int | None) -> str:
     return Path(command[0].decode()).name or "?"
 
 
-def tree_pss(root: int) -> dict[str, list[int]]:
-    """PSS (KB) of every process of the tree under root, by role: main, download host, or the
-    program's name (ffprobe, ffmpeg, yt-dlp). Processes gone meanwhile are left out."""
-    by_role: dict[str, list[int]] = {}
-    for pid, parent in ((root, None), *_descendants(root)):
+@dataclass
+class Tree:
+    """PSS (KB) of every process of a tree, by role: main, download host, or the program's name
+    (ffprobe, ffmpeg, yt-dlp); and the anonymous part of their sum."""
+
+    by_role: dict[str, list[int]] = field(default_factory=dict)
+    anon_kb: int = 0
+
+    @property
+    def total_kb(self) -> int:
+        return sum(sum(values) for values in self.by_role.values())
+
+    def __str__(self) -> str:
+        parts = [
+            f"{role} {'+'.join(f'{kb / 1024:.1f}' for kb in sorted(values, reverse=True))}"
+            for role, values in sorted(self.by_role.items(), key=lambda item: -sum(item[1]))
+        ]
+        return f"{self.total_kb / 1024:6.1f} MB  ({', '.join(parts)}; anonymous {self.anon_kb / 1024:.1f})"
+
+
+def tree_pss(root: int, with_root: bool = True) -> Tree:
+    """The tree under root (with root itself, or only its descendants). Processes gone meanwhile are left out."""
+    tree = Tree()
+    for pid, parent in ((root, None), *_descendants(root)) if with_root else _descendants(root):
         with contextlib.suppress(OSError):
-            by_role.setdefault(_role(pid, parent), []).append(pss_kb(pid))
-    return by_role
-
-
-def _total(by_role: dict[str, list[int]]) -> int:
-    return sum(sum(values) for values in by_role.values())
-
-
-def _fmt_tree(by_role: dict[str, list[int]]) -> str:
-    parts = [
-        f"{role} {'+'.join(f'{kb / 1024:.1f}' for kb in sorted(values, reverse=True))}"
-        for role, values in sorted(by_role.items(), key=lambda item: -sum(item[1]))
-    ]
-    return f"{_total(by_role) / 1024:6.1f} MB  ({', '.join(parts)})"
+            pss, anon = _rollup(pid)
+            tree.by_role.setdefault(_role(pid, parent), []).append(pss)
+            tree.anon_kb += anon
+    return tree
 
 
 class Original:
@@ -371,19 +384,19 @@ class Original:
         shutil.rmtree(self.source / "temp", ignore_errors=True)
 
 
-async def _peak_of(root: int, submit, finished) -> dict[str, list[int]]:
+async def _peak_of(root: int, submit, finished, with_root: bool = True) -> Tree:
     """Submits, then samples the tree under root every 0.1 s until finished() says all are done."""
-    peak: dict[str, list[int]] = {}
+    peak = Tree()
     handles = await submit()
     while not await finished(handles):
-        sample = tree_pss(root)
-        if _total(sample) > _total(peak):
+        sample = tree_pss(root, with_root)
+        if sample.total_kb > peak.total_kb:
             peak = sample
         await asyncio.sleep(0.1)
     return peak
 
 
-async def _three_here(service: Service, url: str) -> dict[str, list[int]]:
+async def _three_here(service: Service, url: str) -> Tree:
     async with aiohttp.ClientSession() as session:
 
         async def submit():
@@ -398,7 +411,7 @@ async def _three_here(service: Service, url: str) -> dict[str, list[int]]:
         return await _peak_of(service.process.pid, submit, finished)
 
 
-async def _three_original(original: Original, url: str) -> dict[str, list[int]]:
+async def _three_original(original: Original, url: str) -> Tree:
     async with aiohttp.ClientSession() as session:
 
         async def submit():
@@ -417,7 +430,7 @@ async def _three_original(original: Original, url: str) -> dict[str, list[int]]:
         return await _peak_of(original.process.pid, submit, finished)
 
 
-def _three_cli(work: Path, url: str) -> dict[str, list[int]]:
+def _three_cli(work: Path, url: str) -> Tree:
     """Three `yt-dlp` processes at once: the tree of a shell that starts them."""
     out = work / "cli3"
     out.mkdir(parents=True)
@@ -431,9 +444,8 @@ def _three_cli(work: Path, url: str) -> dict[str, list[int]]:
     async def finished(_):
         return shell.poll() is not None
 
-    peak = asyncio.run(_peak_of(shell.pid, submit, finished))
+    peak = asyncio.run(_peak_of(shell.pid, submit, finished, with_root=False))  # not the shell
     assert shell.returncode == 0
-    peak.pop("main", None)  # the shell
     shutil.rmtree(out)
     return peak
 
@@ -442,31 +454,80 @@ def _three_cli(work: Path, url: str) -> dict[str, list[int]]:
 METUBE_PEAK_MB = "182-186"
 
 
-def bench_rss(work: Path, media: MediaServer, big_mb: int, original: tuple[Path, Path] | None) -> None:
+async def _small_downloads_here(service: Service, url: str, count: int) -> None:
+    async with aiohttp.ClientSession() as session:
+        ids = [await _submit(session, service.base, f"{url}?warm={n}") for n in range(count)]
+        for task_id in ids:
+            assert (await _wait(session, service.base, task_id, 0.1))["status"] == "completed"
+
+
+async def _small_downloads_original(original: Original, url: str, count: int) -> None:
+    async with aiohttp.ClientSession() as session:
+        ids = []
+        for n in range(count):
+            body = {"url": f"{url}?warm={n}", "extract_audio": True, "keep_video": True}
+            async with session.post(original.base + "/api/process", json=body) as response:
+                ids.append((await response.json())["task_id"])
+        for task_id in ids:
+            while (status := await (await session.get(f"{original.base}/api/status/{task_id}")).json())[
+                "status"
+            ] not in ("completed", "error"):
+                await asyncio.sleep(0.1)
+            assert status["status"] == "completed", status
+
+
+def _range(trees: list[Tree]) -> str:
+    totals = sorted(tree.total_kb / 1024 for tree in trees)
+    return f"{totals[0]:.0f}-{totals[-1]:.0f} MB"
+
+
+def bench_rss(
+    work: Path, media: MediaServer, big_mb: int, original: tuple[Path, Path] | None, rounds: int, warm: int
+) -> None:
     """Idle PSS of each process of the tree, and the peak PSS of the whole tree (FFmpeg and ffprobe
-    included) while three big_mb downloads run at once: this service, the original project, yt-dlp."""
-    print(f"== PSS of the process tree: idle, and peak of 3 x {big_mb} MB downloads at once (20 MB/s each) ==")
+    included) while three big_mb downloads run at once, on a fresh start and again after warm small
+    downloads (video + audio): this service, the original project, yt-dlp. Rounds alternate."""
+    print(
+        f"== PSS of the process tree: idle, and peak of 3 x {big_mb} MB downloads at once (20 MB/s each),"
+        f" fresh and after {warm} small downloads; {rounds} rounds =="
+    )
     url = media.url("/slow/" + big_file(media, big_mb).name) + "?rate=20000000"
-    rows = []
-    with Service(work / "rss", VIDEO_API_MAX_CONCURRENT="3") as service:
-        time.sleep(1.0)
-        rows.append(("this service", tree_pss(service.process.pid), asyncio.run(_three_here(service, url))))
-    shutil.rmtree(work / "rss")
+    small = media.url("/media/sample.webm")
+    runs: dict[str, list[tuple[Tree, Tree, Tree]]] = {}
+    for round_number in range(rounds):
+        with Service(work / "rss", VIDEO_API_MAX_CONCURRENT="3", VIDEO_API_QUEUE_LIMIT="1000") as service:
+            time.sleep(1.0)
+            idle = tree_pss(service.process.pid)
+            fresh = asyncio.run(_three_here(service, f"{url}&round={round_number}"))
+            asyncio.run(_small_downloads_here(service, small, warm))
+            warmed = asyncio.run(_three_here(service, f"{url}&round={round_number}&warm=1"))
+            runs.setdefault("this service", []).append((idle, fresh, warmed))
+        shutil.rmtree(work / "rss")
+        if original is not None:
+            with Original(*original) as running:
+                time.sleep(1.0)
+                idle = tree_pss(running.process.pid)
+                fresh = asyncio.run(_three_original(running, f"{url}&round={round_number}"))
+                asyncio.run(_small_downloads_original(running, small, warm))
+                warmed = asyncio.run(_three_original(running, f"{url}&round={round_number}&warm=1"))
+                runs.setdefault("original project", []).append((idle, fresh, warmed))
     if original is None:
         print("  the original project: not run (--original-venv/--original-src; see --help)")
-    else:
-        with Original(*original) as running:
-            time.sleep(1.0)
-            rows.append(("original project", tree_pss(running.process.pid), asyncio.run(_three_original(running, url))))
-    for name, idle, peak in rows:
-        print(f"  {name:<17} idle {_fmt_tree(idle)}")
-        print(f"  {'':<17} peak {_fmt_tree(peak)}")
-    print(f"  {'3 x yt-dlp CLI':<17} peak {_fmt_tree(_three_cli(work, url))}")
+    for name, measured in runs.items():
+        for number, (idle, fresh, warmed) in enumerate(measured, start=1):
+            print(f"  {name:<17} round {number}: idle       {idle}")
+            print(f"  {'':<17}          peak fresh {fresh}")
+            print(f"  {'':<17}          peak warm  {warmed}")
+    for name, measured in runs.items():
+        fresh_range, warm_range = _range([m[1] for m in measured]), _range([m[2] for m in measured])
+        print(f"  {name:<17} peak: fresh {fresh_range}, after {warm} downloads {warm_range}")
+    print(f"  {'3 x yt-dlp CLI':<17} peak {_three_cli(work, url)}")
     print(f"  {'MeTube':<17} peak {METUBE_PEAK_MB} MB (measured earlier on this machine, not in this run)")
 
 
 def bench_churn(work: Path, media: MediaServer, downloads: int) -> None:
-    print(f"== main-process RSS across {downloads} downloads (webm 76 KB, video+mp3) ==")
+    # The download host lives as long as the service: what a download left behind in it would add up here.
+    print(f"== RSS of the main process and the download host across {downloads} downloads (webm 76 KB, video+mp3) ==")
     with Service(work / "churn", VIDEO_API_QUEUE_LIMIT="1000") as service:
 
         async def churn():
@@ -490,7 +551,8 @@ def bench_churn(work: Path, media: MediaServer, downloads: int) -> None:
                 )
 
         rss0 = service.tree_rss()
-        print(f"  before:                  main {rss0['main_kb'] / 1024:.1f} MB")
+        before = f"main {rss0['main_kb'] / 1024:.1f} MB, download host {rss0['host_kb'] / 1024:.1f} MB"
+        print(f"  before:                  {before}")
         asyncio.run(churn())
     shutil.rmtree(work / "churn")
 
@@ -610,6 +672,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per load level")
     parser.add_argument("--downloads", type=int, default=200)
     parser.add_argument("--big-mb", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3, help="rss section: rounds of each project")
+    parser.add_argument("--warm", type=int, default=60, help="rss section: small downloads before the second peak")
     parser.add_argument(
         "--original-venv",
         type=Path,
@@ -630,7 +694,7 @@ def main() -> None:
             bench_api(work, args.seconds, set(args.targets.split(",")))
         if "rss" in sections:
             original = (args.original_venv, args.original_src) if args.original_venv and args.original_src else None
-            bench_rss(work, media, args.big_mb, original)
+            bench_rss(work, media, args.big_mb, original, args.rounds, args.warm)
         if "churn" in sections:
             bench_churn(work, media, args.downloads)
         if "wall" in sections:
