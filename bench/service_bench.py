@@ -494,23 +494,23 @@ def bench_rss(
     url = media.url("/slow/" + big_file(media, big_mb).name) + "?rate=20000000"
     small = media.url("/media/sample.webm")
     runs: dict[str, list[tuple[Tree, Tree, Tree]]] = {}
+
+    def measure(name: str, running, three, small_downloads, big: str) -> None:
+        """Idle, the peak of three big downloads, and that peak again after the small downloads."""
+        time.sleep(1.0)
+        idle = tree_pss(running.process.pid)
+        fresh = asyncio.run(three(running, big))
+        asyncio.run(small_downloads(running, small, warm))
+        runs.setdefault(name, []).append((idle, fresh, asyncio.run(three(running, f"{big}&warm=1"))))
+
     for round_number in range(rounds):
+        big = f"{url}&round={round_number}"
         with Service(work / "rss", VIDEO_API_MAX_CONCURRENT="3", VIDEO_API_QUEUE_LIMIT="1000") as service:
-            time.sleep(1.0)
-            idle = tree_pss(service.process.pid)
-            fresh = asyncio.run(_three_here(service, f"{url}&round={round_number}"))
-            asyncio.run(_small_downloads_here(service, small, warm))
-            warmed = asyncio.run(_three_here(service, f"{url}&round={round_number}&warm=1"))
-            runs.setdefault("this service", []).append((idle, fresh, warmed))
+            measure("this service", service, _three_here, _small_downloads_here, big)
         shutil.rmtree(work / "rss")
         if original is not None:
             with Original(*original) as running:
-                time.sleep(1.0)
-                idle = tree_pss(running.process.pid)
-                fresh = asyncio.run(_three_original(running, f"{url}&round={round_number}"))
-                asyncio.run(_small_downloads_original(running, small, warm))
-                warmed = asyncio.run(_three_original(running, f"{url}&round={round_number}&warm=1"))
-                runs.setdefault("original project", []).append((idle, fresh, warmed))
+                measure("original project", running, _three_original, _small_downloads_original, big)
     if original is None:
         print("  the original project: not run (--original-venv/--original-src; see --help)")
     for name, measured in runs.items():
