@@ -26,7 +26,7 @@ from app.store.base import STATUSES, Limits, QueueFullError, StoreUnavailableErr
 from app.store.file_ids import new_file_id
 from app.store.records import ACTIVE, RUNNING, NewFile, NewTask, TaskRecord
 from app.tasks.cookies import CookieSealer, CookiesError, cookie_folder
-from app.tasks.host_client import DownloadHost, HostedTask
+from app.tasks.host_client import DownloadHost, HostedTask, HostGoneError
 from app.tasks.messages import (
     Done,
     DownloadOptions,
@@ -281,10 +281,15 @@ class Manager:
         count, used = await self.store.live_bytes()
         return used // count if count else 0
 
-    async def media_key(self, url: str) -> str:
+    async def media_key(self, url: str) -> str | None:
         """The video url names, as reuse compares it (app/tasks/media_keys.py), worked out by the
-        download host: yt-dlp stays out of this process."""
-        return await asyncio.wait_for(self._host.media_key(url), MEDIA_KEY_TIMEOUT_S)
+        download host: yt-dlp stays out of this process. None: the host did not tell in time (it is
+        restarting, or stuck)."""
+        try:
+            return await asyncio.wait_for(self._host.media_key(url), MEDIA_KEY_TIMEOUT_S)
+        except (TimeoutError, HostGoneError) as exc:
+            log.warning("the download host did not tell which video a URL names (%s): no reuse", exc or "timeout")
+            return None
 
     def _open_cookies(self, task: TaskRecord) -> str | None:
         if task["cookies"] is None:

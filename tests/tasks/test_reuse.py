@@ -1,6 +1,10 @@
 """reuse: a completed download of the same video and options answers instead of a second download."""
 
-from tests.support.helpers import submit, wait_status
+import os
+import signal
+
+from app.tasks import manager as manager_module
+from tests.support.helpers import host_pids, submit, wait_status
 
 
 async def post(client, url: str, **options) -> tuple[int, dict]:
@@ -49,6 +53,21 @@ async def test_a_task_whose_files_are_gone_is_not_reused(make_client, media_serv
     second = await submit(client, url, reuse=True, extract_audio=False)
     assert second != first and (await wait_status(client, second))["status"] == "completed"
     assert media_gets(media_server, mark, "/media/sample.webm") >= 1
+
+
+async def test_reuse_without_an_answer_from_the_download_host_downloads_anew(make_client, media_server, monkeypatch):
+    # Reuse only saves a download: while the host cannot tell which video a URL names (restarting after an
+    # OOM kill, frozen), the request is queued as a download of its own instead of failing.
+    monkeypatch.setattr(manager_module, "MEDIA_KEY_TIMEOUT_S", 0.5)
+    client = await make_client()
+    (host,) = host_pids(os.getpid())
+    os.kill(host, signal.SIGSTOP)
+    try:
+        status, body = await post(client, media_server.url("/media/sample.webm?frozen=1"), reuse=True)
+        assert status == 202 and body["status"] == "queued", body
+    finally:
+        os.kill(host, signal.SIGCONT)
+    assert (await wait_status(client, body["task_id"]))["status"] == "completed"
 
 
 def test_a_video_is_known_by_its_site_and_id_not_by_its_url():

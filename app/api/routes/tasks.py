@@ -170,6 +170,8 @@ async def _reusable(request: web.Request, url: str, options: dict[str, Any], ten
         return {k: v for k, v in options.items() if k != "callback_url"}
 
     media_key = await request.app[MANAGER].media_key(url)
+    if media_key is None:  # reuse only saves a download: the request downloads anew
+        return None
     for task in await request.app[STORE].reusable(media_key, tenant):
         if compared(task["options"]) == compared(options):
             return task
